@@ -1,0 +1,6 @@
+import os
+
+import matplotlib
+
+matplotlib.use("agg")
+os.environ.setdefault("MPLBACKEND", "agg")

@@ -1,0 +1,7 @@
+"""xtal_utils: crystal symmetry from powder diffraction patterns.
+
+The stages, in the order data flows through them: ``symmetry`` (labels), ``crystals`` (structures),
+``diffraction`` (patterns), ``datasets``, ``models``, ``train``, ``evaluate`` and ``classify``.
+"""
+
+__version__ = "0.1.0"

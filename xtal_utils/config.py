@@ -1,0 +1,96 @@
+"""Seeding, device choice, content-hash cache keys and run records."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+from xtal_utils import __version__
+from xtal_utils.paths import CACHE, ROOT, RUNS
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # symmetry and crystals work without torch
+        return
+    torch.manual_seed(seed)
+
+
+def default_device(device: str | None = None) -> str:
+    """The given device, else 'cuda' when a GPU is visible, else 'cpu'."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def to_jsonable(obj):
+    """Turn dataclasses, numpy scalars/arrays, tuples and paths into plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def cache_key(config) -> str:
+    """sha256 of the canonical JSON of ``config`` and the package version (first 16 hex digits)."""
+    canonical = json.dumps({"config": to_jsonable(config), "version": __version__}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def cache_dir(kind: str, config) -> Path:
+    """``data/cache/<kind>/<key>/``, created if missing; the config is stored beside the data."""
+    path = CACHE / kind / cache_key(config)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "config.json").exists():
+        write_json_atomic(path / "config.json", to_jsonable(config))
+    return path
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON to a temporary file and rename it, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run_dir(slug: str, preset: str) -> Path:
+    """``runs/<slug>/<preset>/``: where a notebook's executed copy, config and metrics go."""
+    path = RUNS / slug / preset
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_run(slug: str, preset: str, config, metrics: dict) -> Path:
+    """Write ``config.json`` and ``metrics.json`` for one notebook run; returns the run folder."""
+    path = run_dir(slug, preset)
+    write_json_atomic(path / "config.json", config)
+    write_json_atomic(path / "metrics.json", metrics)
+    return path
+
+
+def resolve(path: str | Path) -> Path:
+    """A path from a preset, relative to the repository root unless absolute."""
+    path = Path(path)
+    return path if path.is_absolute() else ROOT / path
