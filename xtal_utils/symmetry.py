@@ -37,6 +37,7 @@ CRYSTAL_SYSTEMS = (
     "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic",
 )
 GROUPINGS = ("family", "system")
+KINDS = ("space_group", "extinction_group")  # what a model predicts
 REFERENCE_CSV = DATA / "extinction_groups" / "extinction_groups_99.csv"
 
 # The International Tables give distinct extinction symbols to groups whose absences coincide:
@@ -278,3 +279,20 @@ def collapse_to_extinction_groups(probabilities, grouping: str = "family"):
     import torch  # only when given a tensor
 
     return probabilities @ torch.as_tensor(matrix, dtype=probabilities.dtype, device=probabilities.device)
+
+
+def n_classes(kind: str) -> int:
+    """230 for 'space_group', 99 for 'extinction_group'."""
+    if kind == "space_group":
+        return N_SPACE_GROUPS
+    if kind == "extinction_group":
+        return n_extinction_groups()
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def labels_of(space_groups, kind: str) -> np.ndarray:
+    """The labels (1-based) of ``kind`` for an array of space groups."""
+    n_classes(kind)
+    space_groups = np.asarray(space_groups)
+    groups = extinction_groups(space_groups)  # also validates the space groups
+    return space_groups.astype(np.int64) if kind == "space_group" else groups

@@ -1,0 +1,114 @@
+"""Batches for training and evaluation: stored patterns, or patterns simulated on the fly.
+
+A *source* has ``len()``, ``targets`` (class indices 0..C-1) and
+``batches(batch_size, *, epoch, seed, shuffle, device, rank, world_size)``, which yields
+``(x, y)`` with x of shape (batch, channels, n_points) on ``device``. The order of an epoch, and any
+random augmentation in it, is a function of ``(seed, epoch)`` alone, so that a resumed run sees
+exactly the batches an uninterrupted one would have seen. With ``world_size > 1`` (DistributedDataParallel)
+each rank takes every ``world_size``-th sample of the same permutation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from xtal_utils.symmetry import labels_of
+from xtal_utils.models import add_sin2theta_channel
+
+
+def epoch_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch Generator seeded from (seed, epoch) only."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return generator
+
+
+def _order(n: int, *, epoch: int, seed: int, shuffle: bool, rank: int, world_size: int) -> torch.Tensor:
+    order = torch.randperm(n, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
+    return order[rank::world_size]
+
+
+class PatternSource:
+    """Patterns held in memory (or memory-mapped).
+
+    Args:
+        patterns: (n, n_points) intensities, each scaled to a maximum of 1.
+        space_groups: (n,) true space groups; the targets follow from ``kind``.
+        kind: 'space_group' or 'extinction_group'.
+        two_theta: (n_points,) grid in degrees; needed only with ``sin2theta_channel``.
+        sin2theta_channel: add sin^2(theta) as a second input channel.
+    """
+
+    def __init__(self, patterns, space_groups, kind: str, *, two_theta=None, sin2theta_channel: bool = False):
+        self.patterns = torch.as_tensor(np.asarray(patterns, dtype=np.float32))
+        self.space_groups = np.asarray(space_groups)
+        if len(self.patterns) != len(self.space_groups):
+            raise ValueError(f"{len(self.patterns)} patterns but {len(self.space_groups)} labels")
+        if not torch.isfinite(self.patterns).all():
+            raise ValueError("patterns contain NaN or infinite values")
+        self.kind = kind
+        self.targets = torch.as_tensor(labels_of(self.space_groups, kind) - 1)
+        self.sin2theta_channel = sin2theta_channel
+        self.two_theta = None if two_theta is None else torch.as_tensor(np.asarray(two_theta), dtype=torch.float32)
+        if sin2theta_channel and self.two_theta is None:
+            raise ValueError("sin2theta_channel needs the two_theta grid")
+
+    def __len__(self) -> int:
+        return len(self.patterns)
+
+    @property
+    def in_channels(self) -> int:
+        return 2 if self.sin2theta_channel else 1
+
+    def _inputs(self, intensity: torch.Tensor) -> torch.Tensor:
+        if self.sin2theta_channel:
+            return add_sin2theta_channel(intensity, self.two_theta.to(intensity.device))
+        return intensity[:, None, :]
+
+    def batches(self, batch_size: int, *, epoch: int = 0, seed: int = 0, shuffle: bool = False,
+                device="cpu", rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = _order(len(self), epoch=epoch, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            x = self.patterns[index].to(device, non_blocking=True)
+            yield self._inputs(x), self.targets[index].to(device, non_blocking=True)
+
+
+class SimulatedSource(PatternSource):
+    """Patterns simulated on the training device from stored structures, new augmentations each epoch.
+
+    Args:
+        structures: a :class:`~xtal_utils.structures.StructureBatch`.
+        kind: 'space_group' or 'extinction_group'.
+        simulate: ``simulate(structure_batch, generator) -> (b, n_points)`` tensor on the device, e.g.
+            a bound method of :class:`~xtal_utils.diffraction.PowderSimulator` with its augmentations.
+        two_theta, sin2theta_channel: as for :class:`PatternSource`.
+    """
+
+    def __init__(self, structures, kind: str, simulate: Callable, *, two_theta=None, sin2theta_channel: bool = False):
+        self.structures = structures
+        self.simulate = simulate
+        self.space_groups = np.asarray(structures.space_group)
+        if (self.space_groups < 1).any():
+            raise ValueError("every structure needs its space group to train on")
+        self.kind = kind
+        self.targets = torch.as_tensor(labels_of(self.space_groups, kind) - 1)
+        self.sin2theta_channel = sin2theta_channel
+        self.two_theta = None if two_theta is None else torch.as_tensor(np.asarray(two_theta), dtype=torch.float32)
+        if sin2theta_channel and self.two_theta is None:
+            raise ValueError("sin2theta_channel needs the two_theta grid")
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def batches(self, batch_size: int, *, epoch: int = 0, seed: int = 0, shuffle: bool = False,
+                device="cpu", rank: int = 0, world_size: int = 1):
+        order = _order(len(self), epoch=epoch, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
+        generator = epoch_generator(seed, epoch + 1_000_003 * (rank + 1), device)  # augmentations
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size].numpy()
+            x = torch.as_tensor(self.simulate(self.structures[index], generator), device=device)
+            yield self._inputs(x.float()), self.targets[index].to(device)

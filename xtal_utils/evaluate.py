@@ -1,0 +1,157 @@
+"""Scores of a classifier: top-k accuracy in every label space, per-class accuracy, confusion, calibration.
+
+Conventions: labels are crystallographers' numbers (space group 1..230, extinction group 1..99);
+column ``j`` of a probability or logit matrix is label ``j + 1``. A space-group model is scored in
+extinction-group space by summing its probabilities over each group's members
+(:func:`xtal_utils.symmetry.collapse_to_extinction_groups`), and in crystal-system and crystal-family
+space the same way.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xtal_utils import symmetry
+from xtal_utils.symmetry import KINDS, labels_of, n_classes
+
+TOP_K = (1, 3, 5)
+SYSTEMS = symmetry.CRYSTAL_SYSTEMS
+FAMILIES = tuple(s for s in SYSTEMS if s != "trigonal")
+
+
+@cache
+def _to_coarse(kind: str, target: str) -> np.ndarray:
+    """(n_classes(kind), n_target) 0/1 matrix from a label space to 'system' or 'family' indices."""
+    names = SYSTEMS if target == "system" else FAMILIES
+    of = symmetry.crystal_system if target == "system" else symmetry.crystal_family
+    if kind == "space_group":
+        members = [(sg,) for sg in range(1, symmetry.N_SPACE_GROUPS + 1)]
+    else:
+        members = list(symmetry.extinction_table()["space_groups"])
+    matrix = np.zeros((len(members), len(names)), dtype=np.float32)
+    for row, group in enumerate(members):
+        (name,) = {of(sg) for sg in group}  # a class never straddles two of the targets
+        matrix[row, names.index(name)] = 1.0
+    return matrix
+
+
+def topk_accuracy(scores, labels, ks=TOP_K) -> dict[int, float]:
+    """Fraction of rows whose true label is among the k highest scores.
+
+    Args:
+        scores: (n, C) probabilities or logits, numpy or torch; column j is label j + 1.
+        labels: (n,) labels 1..C.
+    """
+    scores = torch.as_tensor(np.asarray(scores) if not isinstance(scores, torch.Tensor) else scores).float()
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long) - 1
+    if len(labels) == 0:
+        return {k: float("nan") for k in ks}
+    top = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return {k: hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+
+
+def softmax(logits) -> np.ndarray:
+    return torch.softmax(torch.as_tensor(logits).float(), dim=1).numpy()
+
+
+def score(probabilities, space_groups, kind: str) -> dict[str, float]:
+    """Top-k accuracies of a model in every label space its output determines.
+
+    Args:
+        probabilities: (n, 230) for a space-group model or (n, 99) for an extinction-group model.
+        space_groups: (n,) true space groups.
+        kind: what the model predicts, 'space_group' or 'extinction_group'.
+
+    Returns:
+        ``{'<space>_top<k>': accuracy}`` for spaces space_group (space-group models only),
+        extinction_group, crystal_system (space-group models only) and crystal_family.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.shape[1] != n_classes(kind):
+        raise ValueError(f"a {kind} model has {n_classes(kind)} columns, got {probabilities.shape}")
+    space_groups = np.asarray(space_groups)
+    spaces: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if kind == "space_group":
+        spaces["space_group"] = (probabilities, labels_of(space_groups, "space_group"))
+        spaces["extinction_group"] = (symmetry.collapse_to_extinction_groups(probabilities),
+                                      labels_of(space_groups, "extinction_group"))
+        spaces["crystal_system"] = (probabilities @ _to_coarse(kind, "system"), _coarse_labels(space_groups, "system"))
+    else:
+        spaces["extinction_group"] = (probabilities, labels_of(space_groups, "extinction_group"))
+    spaces["crystal_family"] = (probabilities @ _to_coarse(kind, "family"), _coarse_labels(space_groups, "family"))
+    return {f"{space}_top{k}": acc for space, (p, y) in spaces.items() for k, acc in topk_accuracy(p, y).items()}
+
+
+def _coarse_labels(space_groups, target: str) -> np.ndarray:
+    names = SYSTEMS if target == "system" else FAMILIES
+    of = symmetry.crystal_system if target == "system" else symmetry.crystal_family
+    return np.array([names.index(of(int(sg))) + 1 for sg in space_groups], dtype=np.int64)
+
+
+def per_class_accuracy(probabilities, labels, n: int) -> pd.DataFrame:
+    """Top-1 accuracy and support of each label 1..n (NaN accuracy where a label has no samples)."""
+    labels = np.asarray(labels)
+    predicted = np.asarray(probabilities).argmax(axis=1) + 1
+    support = np.bincount(labels, minlength=n + 1)[1:]
+    correct = np.bincount(labels[predicted == labels], minlength=n + 1)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(support > 0, correct / support, np.nan)
+    return pd.DataFrame({"label": np.arange(1, n + 1), "n": support, "top1": accuracy})
+
+
+def confusion_matrix(probabilities, labels, n: int) -> np.ndarray:
+    """(n, n) counts; row = true label - 1, column = predicted label - 1."""
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels) - 1, predicted), 1)
+    return matrix
+
+
+def expected_calibration_error(probabilities, labels, n_bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between top-1 confidence and accuracy, over equal-width bins."""
+    probabilities = np.asarray(probabilities)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) + 1 == np.asarray(labels)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
+    return float(ece)
+
+
+def fit_temperature(logits, labels, max_iter: int = 100) -> float:
+    """The temperature T > 0 that minimises the NLL of softmax(logits / T) (Guo et al. 2017).
+
+    Fit on validation data; apply as ``logits / T``. Optimised over log T with L-BFGS.
+    """
+    logits = torch.as_tensor(np.asarray(logits)).float()
+    target = torch.as_tensor(np.asarray(labels), dtype=torch.long) - 1
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), target)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+def predictions_table(probabilities, space_groups, kind: str, top: int = 5) -> pd.DataFrame:
+    """One row per pattern: true label, the top predictions and their probabilities."""
+    probabilities = np.asarray(probabilities)
+    order = np.argsort(-probabilities, axis=1)[:, :top]
+    table = pd.DataFrame({"space_group": np.asarray(space_groups), "label": labels_of(space_groups, kind)})
+    for r in range(order.shape[1]):
+        table[f"pred{r + 1}"] = order[:, r] + 1
+        table[f"prob{r + 1}"] = np.take_along_axis(probabilities, order[:, r : r + 1], axis=1)[:, 0]
+    return table

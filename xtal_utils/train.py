@@ -1,0 +1,246 @@
+"""Training: one loop for the CPU and CUDA, with checkpoints, resume, early stopping and DDP.
+
+- Mixed precision (bfloat16 autocast) on CUDA; full precision on the CPU.
+- Every epoch ends with a checkpoint written atomically; :func:`fit` given an existing checkpoint
+  resumes from it. Checkpoints hold only tensors and plain values and are read with
+  ``torch.load(weights_only=True)``.
+- Each epoch's randomness (order, dropout, augmentations) is seeded from ``(seed, epoch)`` alone, so in
+  deterministic mode a resumed run ends with the same weights as one that was never stopped.
+- Early stopping on the validation top-1 accuracy; the best weights are restored at the end.
+- Multi-GPU through torch's DistributedDataParallel: launch with ``torchrun`` (see :func:`main`);
+  each rank takes its share of every epoch and rank 0 writes the checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from xtal_utils.config import default_device, seed_everything
+from xtal_utils.datasets import epoch_generator
+from xtal_utils.models import build_model, model_spec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20  # maximum number of passes over the training set
+    batch_size: int = 64
+    lr: float = 2e-3  # peak learning rate of the one-cycle schedule
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    patience: int = 0  # epochs without a better validation top-1 before stopping; 0 = never
+    seed: int = 0
+    deterministic: bool = False  # deterministic kernels (slower); needed for bit-identical resumes
+    amp: bool = True  # bfloat16 autocast, on CUDA only
+    device: str | None = None  # None: CUDA when available
+    progress: bool = True  # tqdm bars
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device="cpu") -> dict:
+    """Read a checkpoint safely (``weights_only=True``)."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def load_model(path, device=None) -> nn.Module:
+    """Rebuild the model saved in a checkpoint, with its best weights, in eval mode."""
+    device = default_device(device)
+    state = load_checkpoint(path, device)
+    model = build_model(state["model_spec"])
+    model.load_state_dict(state["best_state"] or state["model_state"])
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, source, *, batch_size: int = 256, device=None) -> np.ndarray:
+    """Logits (n, n_classes) of ``model`` on every sample of ``source``, in order."""
+    device = default_device(device)
+    model = model.to(device).eval()
+    use_amp = torch.device(device).type == "cuda"
+    chunks = []
+    for x, _ in source.batches(batch_size, device=device):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            chunks.append(model(x).float().cpu())
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def _validate(model, source, batch_size, device, use_amp) -> tuple[float, float]:
+    model.eval()
+    loss, correct, n = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in source.batches(batch_size, device=device):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x).float()
+            loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += len(y)
+    return loss / max(n, 1), correct / max(n, 1)
+
+
+def fit(model: nn.Module, train_source, val_source, config: TrainConfig = TrainConfig(), *,
+        checkpoint: str | Path | None = None, stop_after_epochs: int | None = None) -> list[dict]:
+    """Train ``model`` and return its history, one dict per epoch.
+
+    Args:
+        model: e.g. :class:`~xtal_utils.models.ResNet1d`; moved to the device.
+        train_source, val_source: sources from :mod:`xtal_utils.datasets`.
+        config: the :class:`TrainConfig`.
+        checkpoint: path of the checkpoint; if it exists, training resumes from it.
+        stop_after_epochs: stop (as if interrupted) after this many epochs of this call.
+
+    Returns:
+        History rows: epoch, train_loss, val_loss, val_top1, lr, seconds, patterns_per_second.
+        At the end the model holds the weights of the best validation epoch.
+    """
+    device = default_device(config.device)
+    use_amp = config.amp and torch.device(device).type == "cuda"
+    rank, world_size = _distributed()
+    seed_everything(config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    model = model.to(device)
+    spec = model_spec(model)
+    net = model
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if "cuda" in str(device) else None)
+
+    n_train = len(train_source)
+    steps_per_epoch = math.ceil(math.ceil(n_train / world_size) / config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch), pct_start=0.15)
+
+    state = {"epoch": 0, "history": [], "best_top1": -1.0, "best_state": None, "bad_epochs": 0}
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, device)
+        if saved["model_spec"] != spec:
+            raise ValueError(f"checkpoint {checkpoint} holds a different model: {saved['model_spec']}")
+        model.load_state_dict(saved["model_state"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = {k: saved[k] for k in state}
+
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    start_epoch, epochs_run = state["epoch"], 0
+    for epoch in range(start_epoch, config.epochs):
+        if config.patience and state["bad_epochs"] >= config.patience:
+            break
+        if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+            break
+        torch.manual_seed(int(epoch_generator(config.seed, epoch).initial_seed()))  # dropout etc.
+        net.train()
+        t0, total_loss, seen = time.perf_counter(), 0.0, 0
+        batches = train_source.batches(config.batch_size, epoch=epoch, seed=config.seed, shuffle=True,
+                                       device=device, rank=rank, world_size=world_size)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                   disable=not config.progress or rank != 0)
+        for x, y in bar:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(net(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler.last_epoch < scheduler.total_steps - 1:
+                scheduler.step()
+            total_loss += loss.item() * len(y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        seconds = time.perf_counter() - t0
+        val_loss, val_top1 = _validate(model, val_source, config.batch_size * 2, device, use_amp)
+        state["history"].append({
+            "epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "val_loss": val_loss,
+            "val_top1": val_top1, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+            "patterns_per_second": seen * world_size / seconds,
+        })
+        if val_top1 > state["best_top1"]:
+            state.update(best_top1=val_top1, bad_epochs=0,
+                         best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        epochs_run += 1
+        if checkpoint and rank == 0:
+            _save_atomic({"model_spec": spec, "train_config": dataclasses.asdict(config),
+                          "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), **state}, checkpoint)
+    finished = state["epoch"] >= config.epochs or (config.patience and state["bad_epochs"] >= config.patience)
+    if finished and state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    return copy.deepcopy(state["history"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train on stored patterns from the command line; under torchrun, on several GPUs with DDP.
+
+        torchrun --nproc_per_node=4 -m xtal_utils.train patterns.npz --kind extinction_group --out ckpt.pt
+
+    The .npz holds ``patterns`` (n, n_points), ``space_group`` (n,) and ``split`` (n,) with values
+    'train' and 'val'.
+    """
+    from xtal_utils.datasets import PatternSource
+    from xtal_utils.models import MODELS
+    from xtal_utils.symmetry import n_classes
+
+    parser = argparse.ArgumentParser(description="Train a pattern classifier on stored patterns.")
+    parser.add_argument("patterns", type=Path)
+    parser.add_argument("--kind", default="extinction_group", choices=["space_group", "extinction_group"])
+    parser.add_argument("--model", default="ResNet1d", choices=sorted(MODELS))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint path (resumed if present)")
+    args = parser.parse_args(argv)
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = None
+    if world_size > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        if torch.cuda.is_available():
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        else:
+            device = "cpu"
+    data = np.load(args.patterns)
+    split = data["split"]
+    sources = {s: PatternSource(data["patterns"][split == s], data["space_group"][split == s], args.kind)
+               for s in ("train", "val")}
+    model = MODELS[args.model](n_classes(args.kind))
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
+    history = fit(model, sources["train"], sources["val"], config, checkpoint=args.out)
+    if _distributed()[0] == 0:
+        last = history[-1] if history else {}
+        print(f"trained {len(history)} epochs; last val top-1 {last.get('val_top1', float('nan')):.3f}")
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
