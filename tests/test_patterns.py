@@ -1,0 +1,75 @@
+"""Reading measured pattern files, and the clear errors on bad ones."""
+
+import numpy as np
+import pytest
+
+from xtal_utils.patterns import PatternFileError, read_pattern, resample, to_d_spacing, to_two_theta
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _columns(n=200, start=10.0, stop=80.0, sigma=False, sep=" "):
+    tt = np.linspace(start, stop, n)
+    y = 10 + 100 * np.exp(-0.5 * ((tt - 30) / 0.2) ** 2)
+    rows = [sep.join(f"{v:.5f}" for v in ((a, b, np.sqrt(b)) if sigma else (a, b))) for a, b in zip(tt, y)]
+    return "\n".join(rows) + "\n", tt, y
+
+
+@pytest.mark.parametrize("name,sep,sigma", [("a.xy", " ", False), ("a.xye", "\t", True),
+                                             ("a.csv", ",", False), ("a.dat", "  ", True)])
+def test_reads_two_and_three_columns_with_headers(tmp_path, name, sep, sigma):
+    body, tt, y = _columns(sigma=sigma, sep=sep)
+    path = _write(tmp_path, name, "# measured on a lab diffractometer\ntwo_theta,intensity\n" + body)
+    two_theta, intensity = read_pattern(path)
+    np.testing.assert_allclose(two_theta, tt, atol=1e-5)
+    np.testing.assert_allclose(intensity, y, atol=1e-4)
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("10 5\n11 nan\n" + "".join(f"{12 + i} 1\n" for i in range(60)), "NaN"),
+    ("".join(f"{10 + i} 1 2 3\n" for i in range(60)), "expected 2 or 3 columns"),
+    ("".join(f"{10 + i}\n" for i in range(60)), "expected 2 or 3 columns"),
+    ("".join(f"{10 + (i % 30)} {i}\n" for i in range(60)), "not strictly increasing"),
+    ("".join(f"{10 + i} {i}\n" for i in range(10)), "only 10 points"),
+    ("just some words\nno numbers here\n", "no numeric rows"),
+    ("".join(f"{10 + i} 7\n" for i in range(60)), "constant"),
+    ("".join(f"{10 + i} {i}\n" for i in range(30)) + "".join(f"{40 + i} {i} 1\n" for i in range(30)),
+     "different numbers of columns"),
+    ("".join(f"{200 + i} {i}\n" for i in range(60)), "within (0, 180)"),
+])
+def test_bad_files_name_the_file_and_problem(tmp_path, text, problem):
+    path = _write(tmp_path, "bad.xy", text)
+    with pytest.raises(PatternFileError) as error:
+        read_pattern(path)
+    message = str(error.value)
+    assert str(path) in message and problem in message and "\n" not in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(PatternFileError, match="no such file"):
+        read_pattern(tmp_path / "nope.xy")
+
+
+def test_wavelength_conversion_through_d_spacing():
+    # a peak at d = 2.0 A: Cu K-alpha 1 gives 45.31 deg, Mo K-alpha (0.7107 A) gives 20.47 deg
+    d = 2.0
+    cu, mo = to_two_theta(d, 1.5406), to_two_theta(d, 0.7107)
+    assert cu == pytest.approx(45.31, abs=0.01) and mo == pytest.approx(20.47, abs=0.01)
+    assert to_d_spacing(cu, 1.5406) == pytest.approx(d)
+    grid = np.linspace(5, 90, 4096)
+    tt = np.linspace(2, 45, 3000)
+    y = np.exp(-0.5 * ((tt - mo) / 0.05) ** 2)
+    out = resample(tt, y, grid, wavelength=0.7107, grid_wavelength=1.5406)
+    assert out.max() == 1.0 and abs(grid[out.argmax()] - cu) < 0.05
+
+
+def test_range_that_misses_the_grid(tmp_path):
+    grid = np.linspace(5, 90, 1024)
+    tt = np.linspace(100, 140, 500)
+    with pytest.raises(PatternFileError, match="covers 0% of the model's grid"):
+        resample(tt, np.random.default_rng(0).random(500), grid, wavelength=1.5406, grid_wavelength=1.5406,
+                 source="far.xy")
