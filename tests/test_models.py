@@ -131,3 +131,22 @@ def test_distributed_data_parallel_with_torchrun(tmp_path):
     assert state["epoch"] == 2
     # each rank saw half of the 16 training patterns per epoch; throughput counts both ranks
     assert "trained 2 epochs" in out.stdout
+
+
+def test_train_cached_reuses_the_model(tmp_path, monkeypatch):
+    import xtal_utils.config as config_module
+    from xtal_utils.train import train_cached
+
+    monkeypatch.setattr(config_module, "CACHE", tmp_path)
+    x, sg = _toy_patterns(4, [14, 2])
+    train = PatternSource(x, sg, "extinction_group")
+    config = TrainConfig(epochs=2, batch_size=4, progress=False)
+    torch.manual_seed(0)
+    first, history = train_cached(ResNet1d(99, **SMALL[ResNet1d]), train, train, config, data={"toy": 1})
+    torch.manual_seed(1)
+    again, history_again = train_cached(ResNet1d(99, **SMALL[ResNet1d]), train, train, config, data={"toy": 1})
+    assert history_again == history
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    other, _ = train_cached(ResNet1d(99, **SMALL[ResNet1d]), train, train, config, data={"toy": 2})
+    assert len(list(tmp_path.glob("models/*/done.json"))) == 2

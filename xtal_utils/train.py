@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xtal_utils.config import default_device, seed_everything
+from xtal_utils.config import cache_dir, default_device, seed_everything, write_json_atomic
 from xtal_utils.datasets import epoch_generator
 from xtal_utils.models import build_model, model_spec
 
@@ -192,6 +192,28 @@ def fit(model: nn.Module, train_source, val_source, config: TrainConfig = TrainC
     if finished and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     return copy.deepcopy(state["history"])
+
+
+def train_cached(model: nn.Module, train_source, val_source, config: TrainConfig, *, data: dict,
+                 name: str = "model") -> tuple[nn.Module, list[dict]]:
+    """Train, or load the model a previous run trained with the same model, data and config.
+
+    The checkpoint lives in ``data/cache/models/<key>/`` where the key hashes the model spec, the
+    training config and ``data`` (a description of the training data precise enough to tell two data
+    sets apart, e.g. their own cache keys). An interrupted run resumes from its last epoch.
+
+    Returns:
+        The trained model (best weights, eval mode) and its history.
+    """
+    folder = cache_dir("models", {"model": model_spec(model), "train": dataclasses.asdict(config), "data": data})
+    done = folder / "done.json"
+    if done.exists():
+        state = load_checkpoint(folder / "checkpoint.pt")
+        model.load_state_dict(state["best_state"] or state["model_state"])
+        return model.to(default_device(config.device)).eval(), state["history"]
+    history = fit(model, train_source, val_source, config, checkpoint=folder / "checkpoint.pt")
+    write_json_atomic(done, {"name": name, "epochs": len(history)})
+    return model.eval(), history
 
 
 def main(argv: list[str] | None = None) -> None:
