@@ -1,0 +1,244 @@
+"""xtal_utils.diffraction against pymatgen's XRDCalculator / NDCalculator, and its own promises."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.analysis.diffraction.neutron import NDCalculator
+from pymatgen.analysis.diffraction.xrd import XRDCalculator
+from pymatgen.core import Lattice, Structure
+
+from xtal_utils.diffraction import Augmentation, PowderSimulator
+from xtal_utils.structures import StructureBatch
+
+WAVELENGTH = 1.5406
+RANGE = (5.0, 90.0)
+FWHM = 0.1
+
+
+def _structures() -> dict[str, Structure]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rng = np.random.default_rng(7)
+        triclinic = Structure(Lattice.from_parameters(5.1, 6.3, 7.2, 82, 95, 103),
+                              ["K", "Al", "Si", "Si", "O", "O", "O", "O", "O"], rng.random((9, 3)))
+        return {
+            "NaCl": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+            "rutile": Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"],
+                                                [[0, 0, 0], [0.3053, 0.3053, 0]]),
+            "quartz": Structure.from_spacegroup(154, Lattice.hexagonal(4.913, 5.405), ["Si", "O"],
+                                                [[0.4697, 0, 0], [0.4135, 0.2669, 0.1191]]),
+            "Cu3Au_disordered": Structure(Lattice.cubic(3.75), [{"Cu": 0.75, "Au": 0.25}] * 4,
+                                          [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]),
+            "triclinic": triclinic,
+        }
+
+
+STRUCTURES = _structures()
+
+
+def broadened(grid, two_theta, intensity, fwhm=FWHM):
+    """pymatgen's peaks under an exact Gaussian on the grid, scaled to a maximum of 1."""
+    sigma = fwhm / (2 * math.sqrt(2 * math.log(2)))
+    y = (np.asarray(intensity)[:, None] * np.exp(-0.5 * ((grid[None, :] - np.asarray(two_theta)[:, None]) / sigma) ** 2))
+    y = y.sum(axis=0)
+    return y / y.max()
+
+
+def cosine(a, b):
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def reference(radiation, structure, two_theta_range=RANGE, **kwargs):
+    calc = (XRDCalculator(wavelength=WAVELENGTH, **kwargs) if radiation == "xray"
+            else NDCalculator(wavelength=WAVELENGTH, **kwargs))
+    return calc.get_pattern(structure, two_theta_range=two_theta_range)
+
+
+@pytest.mark.parametrize("radiation", ["xray", "neutron"])
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_peaks_match_pymatgen(radiation, name):
+    structure = STRUCTURES[name]
+    ours = PowderSimulator(radiation, WAVELENGTH, RANGE).peaks(structure)
+    ref = reference(radiation, structure)
+    assert len(ours) == len(ref.x)
+    np.testing.assert_allclose(ours.two_theta, ref.x, atol=1e-6)
+    np.testing.assert_allclose(ours.intensity, ref.y, atol=1e-3)
+    np.testing.assert_allclose(ours.d_spacing, ref.d_hkls, rtol=1e-9)
+    multiplicity = [sum(f["multiplicity"] for f in families) for families in ref.hkls]
+    np.testing.assert_array_equal(ours.multiplicity, multiplicity)
+
+
+def test_peaks_of_rock_salt():
+    """NaCl: (111) at Bragg's angle with multiplicity 8, (200) the strongest with multiplicity 6."""
+    peaks = PowderSimulator("xray", WAVELENGTH, RANGE).peaks(STRUCTURES["NaCl"])
+    frame = peaks.to_frame()
+    first = frame.iloc[0]
+    assert (abs(first.h), abs(first.k), abs(first.l)) == (1, 1, 1) and first.multiplicity == 8
+    assert first.two_theta == pytest.approx(2 * math.degrees(math.asin(WAVELENGTH * math.sqrt(3) / (2 * 5.64))))
+    strongest = frame.loc[frame.intensity.idxmax()]
+    assert sorted(abs(strongest[["h", "k", "l"]].to_numpy())) == [0, 0, 2] and strongest.multiplicity == 6
+    assert frame.intensity.max() == pytest.approx(100)
+
+
+@pytest.mark.parametrize("radiation", ["xray", "neutron"])
+def test_debye_waller_factors_match_pymatgen(radiation):
+    dw = {"Ti": 0.6, "O": 1.1}
+    structure = STRUCTURES["rutile"]
+    ours = PowderSimulator(radiation, WAVELENGTH, RANGE).peaks(structure, debye_waller_factors=dw)
+    ref = reference(radiation, structure, debye_waller_factors=dw)
+    np.testing.assert_allclose(ours.intensity, ref.y, atol=1e-3)
+    plain = PowderSimulator(radiation, WAVELENGTH, RANGE).peaks(structure)
+    assert not np.allclose(plain.intensity, ours.intensity, atol=0.1)  # the factor does something
+    # the same B given per site through a StructureBatch
+    batch = StructureBatch.from_structures([structure])
+    batch.b_iso[0, : len(structure)] = [dw[site.specie.symbol] for site in structure]
+    sim = PowderSimulator(radiation, WAVELENGTH, RANGE, fwhm=FWHM, device="cpu")
+    np.testing.assert_allclose(sim.simulate(batch), sim.simulate([structure], debye_waller_factors=dw), atol=1e-6)
+
+
+@pytest.mark.parametrize("radiation", ["xray", "neutron"])
+def test_simulate_matches_broadened_pymatgen(radiation):
+    sim = PowderSimulator(radiation, WAVELENGTH, RANGE, n_points=4096, fwhm=FWHM, device="cpu")
+    patterns = sim.simulate(list(STRUCTURES.values()))
+    assert patterns.shape == (len(STRUCTURES), 4096) and patterns.dtype == np.float32
+    np.testing.assert_allclose(patterns.max(axis=1), 1.0)
+    for row, structure in zip(patterns, STRUCTURES.values()):
+        ref = reference(radiation, structure, two_theta_range=(RANGE[0] - 1, RANGE[1] + 1))
+        assert cosine(row.astype(float), broadened(sim.two_theta, ref.x, ref.y)) >= 0.999
+
+
+def test_batch_and_list_inputs_agree():
+    sim = PowderSimulator(device="cpu")
+    structures = list(STRUCTURES.values())
+    np.testing.assert_array_equal(sim.simulate(structures), sim.simulate(StructureBatch.from_structures(structures)))
+    tensor = sim.simulate(structures, as_tensor=True)
+    assert torch.is_tensor(tensor) and tensor.shape == (len(structures), sim.n_points)
+
+
+def _isolated_fwhm(pattern, grid, near):
+    """FWHM in degrees of the peak closest to ``near``, from the half-maximum crossings."""
+    window = np.abs(grid - near) < 1.5
+    x, y = grid[window], pattern[window]
+    top = int(np.argmax(y))
+    half = y[top] / 2
+    left = np.interp(half, y[: top + 1], x[: top + 1])
+    right = np.interp(-half, -y[top:], x[top:])
+    return right - left, x[top]
+
+
+@pytest.mark.parametrize("profile", ["gaussian", "pseudo_voigt"])
+def test_constant_width(profile):
+    sim = PowderSimulator(two_theta_range=RANGE, n_points=8192, profile=profile, fwhm=0.15, device="cpu")
+    pattern = sim.simulate([STRUCTURES["NaCl"]])[0]
+    peak = sim.peaks(STRUCTURES["NaCl"]).two_theta[1]  # (200)
+    width, centre = _isolated_fwhm(pattern, sim.two_theta, peak)
+    assert width == pytest.approx(0.15, rel=0.03)
+    assert centre == pytest.approx(peak, abs=sim.step)
+
+
+def test_caglioti_and_scherrer_widths():
+    """Widths that grow with 2-theta, measured on well separated NaCl peaks."""
+    structure = STRUCTURES["NaCl"]
+    U, V, W = 0.02, -0.01, 0.01
+    size = 20.0  # nm
+    cag = PowderSimulator(two_theta_range=RANGE, n_points=8192, caglioti=(U, V, W), device="cpu")
+    sch = PowderSimulator(two_theta_range=RANGE, n_points=8192, fwhm=0.05, crystallite_size=size, device="cpu")
+    cag_pattern, sch_pattern = cag.simulate([structure])[0], sch.simulate([structure])[0]
+    for peak in cag.peaks(structure).two_theta[[0, 1, 2, 5]]:
+        theta = math.radians(peak / 2)
+        width, _ = _isolated_fwhm(cag_pattern, cag.two_theta, peak)
+        assert width == pytest.approx(math.sqrt(U * math.tan(theta) ** 2 + V * math.tan(theta) + W), rel=0.03)
+        width, _ = _isolated_fwhm(sch_pattern, sch.two_theta, peak)
+        scherrer = math.degrees(0.9 * WAVELENGTH / (size * 10 * math.cos(theta)))
+        assert width == pytest.approx(math.hypot(0.05, scherrer), rel=0.03)
+
+
+def test_chunked_batch_is_identical():
+    """A batch in one pass and the same batch one structure per pass give the same patterns."""
+    structures = list(STRUCTURES.values()) * 3
+    big = PowderSimulator(device="cpu")
+    small = PowderSimulator(device="cpu", max_batch_bytes=1)  # one structure per pass
+    assert len(small._passes(StructureBatch.from_structures(structures), 1.0, 4096)) == len(structures)
+    np.testing.assert_array_equal(big.simulate(structures), small.simulate(structures))
+    # With augmentations the random draws are the same; transcendental functions may round the last
+    # bit differently in SIMD and scalar code, so a float32 tolerance (and no Poisson sampling, which
+    # would turn such a bit into a count) is used here.
+    aug = Augmentation(fwhm_scale=(0.8, 1.5), crystallite_size=(20, 200), strain=0.01, zero_shift=0.05,
+                       march_dollase=(0.7, 1.3), background=0.1, gaussian_noise=0.01, intensity_scale=(0.5, 1.0))
+    np.testing.assert_allclose(big.simulate(structures, aug, seed=3), small.simulate(structures, aug, seed=3),
+                               rtol=0, atol=1e-5)
+
+
+def test_augmentations_are_seeded_and_off_by_default():
+    sim = PowderSimulator(device="cpu")
+    structures = list(STRUCTURES.values())
+    clean = sim.simulate(structures)
+    np.testing.assert_array_equal(clean, sim.simulate(structures, None, seed=5))
+    np.testing.assert_array_equal(clean, sim.simulate(structures, Augmentation(), seed=5))
+    everything = Augmentation(fwhm_scale=(0.8, 1.5), strain=0.01, zero_shift=0.05, march_dollase=(0.7, 1.3),
+                              background=0.2, poisson_counts=(1e3, 1e4), gaussian_noise=0.01,
+                              intensity_scale=(0.5, 1.0))
+    a, b = sim.simulate(structures, everything, seed=1), sim.simulate(structures, everything, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, sim.simulate(structures, everything, seed=2))
+    gen = torch.Generator().manual_seed(1)
+    np.testing.assert_array_equal(a, sim.simulate(structures, everything, generator=gen))
+    for one in (Augmentation(fwhm_scale=(1.5, 2.0)), Augmentation(crystallite_size=(10, 20)),
+                Augmentation(strain=0.02), Augmentation(zero_shift=0.2), Augmentation(march_dollase=(0.5, 0.6)),
+                Augmentation(background=0.3), Augmentation(poisson_counts=(100, 200)),
+                Augmentation(gaussian_noise=0.02), Augmentation(intensity_scale=(0.3, 0.5))):
+        changed = sim.simulate(structures, one, seed=0)
+        assert changed.shape == clean.shape and np.isfinite(changed).all()
+        assert np.abs(changed - clean).max() > 1e-3, one
+
+
+def test_zero_shift_and_strain_move_peaks():
+    sim = PowderSimulator(two_theta_range=RANGE, n_points=8192, device="cpu")
+    structure = [STRUCTURES["NaCl"]]
+    peak = sim.peaks(STRUCTURES["NaCl"]).two_theta[1]
+    _, base = _isolated_fwhm(sim.simulate(structure)[0], sim.two_theta, peak)
+    shifted = sim.simulate(structure, Augmentation(zero_shift=0.3), seed=0)
+    shift = float(Augmentation(zero_shift=0.3).draw(1, torch.Generator().manual_seed(0), "cpu")["zero_shift"][0])
+    _, moved = _isolated_fwhm(shifted[0], sim.two_theta, peak)
+    assert moved - base == pytest.approx(shift, abs=2 * sim.step)
+    strained = sim.simulate(structure, Augmentation(strain=0.01), seed=0)
+    e = float(Augmentation(strain=0.01).draw(1, torch.Generator().manual_seed(0), "cpu")["strain"][0])
+    d = WAVELENGTH / (2 * math.sin(math.radians(peak / 2))) * (1 + e)
+    _, moved = _isolated_fwhm(strained[0], sim.two_theta, peak)
+    assert moved == pytest.approx(2 * math.degrees(math.asin(WAVELENGTH / (2 * d))), abs=2 * sim.step)
+
+
+def test_bad_input_names_the_structure():
+    nacl = STRUCTURES["NaCl"]
+    empty = Structure(Lattice.cubic(4.0), [], [])
+    with pytest.raises(ValueError, match=r"structure 1 \(empty\): has no sites"):
+        PowderSimulator(device="cpu").simulate([nacl, empty])
+    polonium = Structure(Lattice.cubic(3.35), ["Po"], [[0, 0, 0]])
+    with pytest.raises(ValueError, match=r"structure 1 \(Po\): element Po has no neutron scattering length"):
+        PowderSimulator("neutron", device="cpu").simulate([nacl, polonium])
+    einsteinium = Structure(Lattice.cubic(3.35), ["Es"], [[0, 0, 0]])
+    with pytest.raises(ValueError, match=r"structure 0 \(Es\): element Es has no X-ray form factor"):
+        PowderSimulator(device="cpu").peaks(einsteinium)
+    with pytest.raises(ValueError, match=r"structure 0 \(NaCl\): no reflection"):
+        PowderSimulator(wavelength=50.0, device="cpu").simulate([nacl])
+    with pytest.raises(ValueError, match=r"structure 0 \(NaCl\): no reflection"):
+        PowderSimulator(wavelength=12.0, device="cpu").peaks(nacl)
+    with pytest.raises(ValueError, match="radiation"):
+        PowderSimulator("electron")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_cuda_matches_cpu():
+    structures = list(STRUCTURES.values())
+    cpu = PowderSimulator(device="cpu").simulate(structures)
+    gpu = PowderSimulator(device="cuda").simulate(structures, as_tensor=True)
+    assert gpu.device.type == "cuda"
+    np.testing.assert_allclose(gpu.cpu().numpy(), cpu, atol=2e-4)
+    aug = Augmentation(fwhm_scale=(0.8, 1.5), crystallite_size=(20, 200), march_dollase=(0.7, 1.3), background=0.1,
+                       poisson_counts=(1e3, 1e4))
+    assert torch.isfinite(PowderSimulator(device="cuda").simulate(structures, aug, seed=0, as_tensor=True)).all()

@@ -1,0 +1,706 @@
+"""The powder pattern simulator: reflections -> intensities -> profile -> grid, batched in torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from xtal_utils.config import default_device
+from xtal_utils.diffraction import profile as _profile
+from xtal_utils.diffraction.augment import Augmentation
+from xtal_utils.diffraction.scattering import XRAY_SCALE, neutron_table, symbol, xray_table
+from xtal_utils.structures import StructureBatch
+
+CU_KALPHA1 = 1.5406  # Angstrom
+TWO_THETA_TOL = 1e-5  # degrees; reflections closer than this are one peak (pymatgen's TWO_THETA_TOL)
+SCALED_INTENSITY_TOL = 1e-3  # peaks at or below this % of the strongest are dropped (as pymatgen does)
+GROUP_SLACK = 3.0  # a group may cost this much more than its structures would alone, to save Python calls
+GROUP_MIN_COST = 3e6  # padding below this cost (box points x atoms x slots) is cheaper than another group
+GROUP_OVERHEAD_ATOMS = 32  # per-hkl work of a group that does not grow with the number of atoms
+PEAK_TAIL_FWHM = {"gaussian": 4.0, "pseudo_voigt": 25.0}  # margin kept beyond the range, in FWHM
+WIDTH_SAMPLES = 33  # 2-theta samples used to find each pattern's range of peak widths
+BYTES_PER_HKL = 400  # rough device memory per hkl of a box in one pass (phases, S, reflections)
+FORM_FACTOR_POINTS = 1024  # s^2 samples of the form-factor table
+EXP_FLOOR = 80.0  # exp(-x) for x > 80 is below float32's normal range (and slow as a denormal)
+
+
+@dataclasses.dataclass
+class Peaks:
+    """The reflections of one structure, merged where they coincide in 2-theta.
+
+    Attributes:
+        two_theta: (r,) degrees, increasing.
+        d_spacing: (r,) Angstrom.
+        hkl: (r, 3) int, one representative of the reflections merged into each peak.
+        multiplicity: (r,) int, how many hkl (with their Friedel mates) fall on the peak.
+        intensity: (r,) scaled so that the strongest peak is 100.
+    """
+
+    two_theta: np.ndarray
+    d_spacing: np.ndarray
+    hkl: np.ndarray
+    multiplicity: np.ndarray
+    intensity: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.two_theta)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({"two_theta": self.two_theta, "d_spacing": self.d_spacing,
+                             "h": self.hkl[:, 0], "k": self.hkl[:, 1], "l": self.hkl[:, 2],
+                             "multiplicity": self.multiplicity, "intensity": self.intensity})
+
+
+@dataclasses.dataclass
+class _Atoms:
+    """A batch as device tensors: atoms are site species, padded per structure (weight 0)."""
+
+    recip_metric: torch.Tensor  # (n, 3, 3) G* = (L L^T)^-1, 1/Angstrom^2
+    coords: torch.Tensor  # (n, m, 3) fractional
+    weight: torch.Tensor  # (n, m) occupancy (X-ray) or occupancy x b (neutron, fm); 0 = padding
+    slot: torch.Tensor  # (n, m) long, the structure's scattering slot each atom belongs to
+    slot_key: torch.Tensor  # (n, e) long, the (Z, B) pair of each slot, an index into key_z / key_b
+    key_z: torch.Tensor  # (p,) long, atomic number of each distinct pair (0 for neutrons)
+    key_b: torch.Tensor  # (p,) isotropic Debye-Waller B, Angstrom^2
+    any_b: bool
+    md_axis: torch.Tensor | None  # (n,) long, March-Dollase axis after reordering the lattice axes
+    table: torch.Tensor | None  # (p * FORM_FACTOR_POINTS, 2) f(s) exp(-B s^2) of each pair on a grid of s^2,
+    #                            and its step to the next grid point
+    table_top: float  # the largest s^2 of the table, 1/Angstrom^2
+    extent: np.ndarray  # (n, 3) hkl box half-widths
+    n_atoms: np.ndarray  # (n,)
+    n_slots: np.ndarray  # (n,)
+
+
+@dataclasses.dataclass
+class _Group:
+    """Some structures of a batch, padded to one hkl box: |h| <= H, |k| <= K, 0 <= l <= L."""
+
+    index: torch.Tensor  # (g,) rows of the batch
+    recip_metric: torch.Tensor  # (g, 3, 3)
+    coords: torch.Tensor  # (g, m, 3)
+    weight: torch.Tensor  # (g, m)
+    slot: torch.Tensor  # (g, m)
+    slot_key: torch.Tensor  # (g, e)
+    atoms: _Atoms
+    box: tuple[int, int, int]
+    md_axis: torch.Tensor | None  # (g,)
+
+
+class PowderSimulator:
+    r"""Powder diffraction patterns of many structures at once, on CPU or GPU.
+
+    Physics (kinematic, as pymatgen's ``XRDCalculator`` and ``NDCalculator``):
+
+    - Reflections: every reciprocal lattice point g = h a* + k b* + l c* with
+      2 sin(theta_min)/lambda <= |g| <= 2 sin(theta_max)/lambda; d = 1/|g|, Bragg's law
+      lambda = 2 d sin(theta). All hkl in the sphere are enumerated (none are excluded by symmetry),
+      so the multiplicity comes from summing reflections of equal 2-theta; Friedel mates g and -g
+      are computed once and counted twice.
+    - Structure factor: F(hkl) = sum_j o_j f_j(s) exp(-B_j s^2) exp(2 pi i (h x_j + k y_j + l z_j)),
+      s = sin(theta)/lambda = |g|/2, o_j the site occupancy of species j. X-rays: the form factor
+      f(s) = Z - 41.78214 s^2 sum_i a_i exp(-b_i s^2) with pymatgen's coefficients. Neutrons:
+      f = b, the bound coherent scattering length (fm). B_j is the isotropic Debye-Waller B in
+      Angstrom^2 (StructureBatch.b_iso, or ``debye_waller_factors`` per element as in pymatgen).
+    - Intensity: I = |F|^2 LP(theta) [P_MD]. X-rays: LP = (1 + cos^2 2theta) / (sin^2 theta cos theta)
+      (unpolarised beam, no monochromator); neutrons: LP = 1 / (sin^2 theta cos theta). P_MD is the
+      optional March-Dollase texture factor (r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2), alpha the
+      angle between g and the texture axis.
+    - Profile: Gaussian or pseudo-Voigt (eta Lorentzian fraction, same FWHM), unit area. FWHM in
+      degrees 2-theta: constant ``fwhm``, or Caglioti FWHM^2 = U tan^2 theta + V tan theta + W, plus
+      Scherrer size broadening K lambda / (L cos theta) (radians) added in quadrature.
+    - Grid: ``n_points`` equally spaced 2-theta values over ``two_theta_range``; each pattern is
+      scaled to a maximum of 1.
+
+    Left out: anomalous dispersion (f' and f''), absorption, extinction, anisotropic displacement
+    (U_ij), the K-alpha2 line, peak asymmetry (axial divergence), sample displacement other than the
+    optional zero shift, incoherent neutron scattering, magnetic scattering.
+
+    Implementation: F over an hkl box is a batched complex matmul per structure,
+    F[h, k, l] = sum_e f_e(s) sum_{j in e} o_j Ex[j, h] Ey[j, k] Ez[j, l], where e runs over the
+    (element, B) pairs of the structure. The lattice axes are ordered so the box is smallest along
+    l, structures are grouped by box size, and peaks are rendered by one FFT convolution.
+    """
+
+    def __init__(self, radiation: str = "xray", wavelength: float = CU_KALPHA1,
+                 two_theta_range: tuple[float, float] = (5.0, 90.0), n_points: int = 4096, *,
+                 profile: str = "gaussian", fwhm: float = 0.1, eta: float = 0.5,
+                 caglioti: tuple[float, float, float] | None = None, crystallite_size: float | None = None,
+                 scherrer_k: float = 0.9, width_bins: int = 8, device: str | None = None,
+                 max_batch_bytes: int = 2**29):
+        """Store and check the configuration; nothing is computed here.
+
+        Args:
+            radiation: 'xray' or 'neutron'.
+            wavelength: in Angstrom (default Cu K-alpha1).
+            two_theta_range: (first, last) grid point in degrees, 0 < first < last < 180.
+            n_points: grid samples.
+            profile: 'gaussian' or 'pseudo_voigt'.
+            fwhm: constant instrumental FWHM in degrees 2-theta (ignored when ``caglioti`` is given).
+            eta: Lorentzian fraction of the pseudo-Voigt, 0..1.
+            caglioti: (U, V, W) in degrees^2 for FWHM^2 = U tan^2 theta + V tan theta + W.
+            crystallite_size: in nm, adds Scherrer broadening.
+            scherrer_k: the Scherrer shape factor K.
+            width_bins: kernels used when the width changes with 2-theta.
+            device: 'cpu' or 'cuda'; by default CUDA when available.
+            max_batch_bytes: bound on the memory one pass may use; larger batches are chunked.
+        """
+        if radiation not in ("xray", "neutron"):
+            raise ValueError(f"radiation must be 'xray' or 'neutron', not {radiation!r}")
+        if profile not in _profile.PROFILE_SHAPES:
+            raise ValueError(f"profile must be one of {_profile.PROFILE_SHAPES}, not {profile!r}")
+        lo, hi = (float(t) for t in two_theta_range)
+        if not 0 < lo < hi < 180:
+            raise ValueError("two_theta_range must satisfy 0 < first < last < 180 degrees, "
+                             f"got {two_theta_range}")
+        if not wavelength > 0:
+            raise ValueError(f"wavelength must be positive (Angstrom), got {wavelength}")
+        if n_points < 2 or width_bins < 2:
+            raise ValueError("n_points and width_bins must be at least 2")
+        if caglioti is None and crystallite_size is None and not fwhm > 0:
+            raise ValueError("give a positive fwhm (degrees), caglioti=(U, V, W) or a crystallite_size (nm)")
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        self.radiation = radiation
+        self.wavelength = float(wavelength)
+        self.two_theta_range = (lo, hi)
+        self.n_points = int(n_points)
+        self.profile = profile
+        self.fwhm = float(fwhm or 0.0)
+        self.eta = float(eta)
+        self.caglioti = None if caglioti is None else tuple(float(c) for c in caglioti)
+        self.crystallite_size = None if crystallite_size is None else float(crystallite_size)
+        self.scherrer_k = float(scherrer_k)
+        self.width_bins = int(width_bins)
+        self.device = torch.device(default_device(device))
+        self.max_batch_bytes = int(max_batch_bytes)
+
+    def __repr__(self) -> str:
+        return (f"PowderSimulator(radiation={self.radiation!r}, wavelength={self.wavelength}, "
+                f"two_theta_range={self.two_theta_range}, n_points={self.n_points}, "
+                f"profile={self.profile!r}, "
+                f"device={str(self.device)!r})")
+
+    @property
+    def two_theta(self) -> np.ndarray:
+        """(n_points,) the grid in degrees."""
+        return np.linspace(*self.two_theta_range, self.n_points)
+
+    @property
+    def step(self) -> float:
+        lo, hi = self.two_theta_range
+        return (hi - lo) / (self.n_points - 1)
+
+    # ---------------------------------------------------------------- public calls
+
+    def peaks(self, structure, debye_waller_factors: dict[str, float] | None = None) -> Peaks:
+        """The reflections of one pymatgen Structure within ``two_theta_range``, as pymatgen lists them.
+
+        Computed in float64 on the CPU with the same stages as :meth:`simulate`.
+
+        Args:
+            structure: a pymatgen Structure (site property 'b_iso' used when present).
+            debye_waller_factors: {element symbol: B in Angstrom^2}, overriding 'b_iso' as in pymatgen.
+        """
+        batch = self._pack([structure])
+        r_lo, r_hi = (2 * math.sin(math.radians(t / 2)) / self.wavelength for t in self.two_theta_range)
+        atoms = self._atoms(batch, r_hi, debye_waller_factors, dtype=torch.float64,
+                            device=torch.device("cpu"), permute=False, table=False)
+        group = self._groups(atoms, n_fft=0)[0]
+        refl = self._reflections(group, r_lo, r_hi, strain=None)
+        if len(refl["row"]) == 0:
+            raise ValueError(self._describe(batch, 0, self._no_reflection_problem()))
+        intensity = self._intensities(group, refl, exact=True).numpy()
+        hkl = torch.stack([refl["h"], refl["k"], refl["l"]], dim=1).numpy().astype(np.int64)
+        two_theta, g2, friedel = (refl[key].numpy() for key in ("two_theta", "g2", "friedel"))
+
+        keys, first, inverse = np.unique(np.round(two_theta / TWO_THETA_TOL).astype(np.int64),
+                                         return_index=True, return_inverse=True)
+        total = np.bincount(inverse, intensity)
+        multiplicity = np.bincount(inverse, friedel).round().astype(int)
+        # one representative hkl per peak: the lexicographically largest of the hkl and their mates
+        o = int(np.abs(hkl).max())
+        span = 2 * o + 1
+        code = np.maximum(np.ravel_multi_index((hkl + o).T, (span,) * 3),
+                          np.ravel_multi_index((o - hkl).T, (span,) * 3))
+        best = np.full(len(keys), -1)
+        np.maximum.at(best, inverse, code)
+        representative = np.stack(np.unravel_index(best, (span,) * 3), axis=1) - o
+        scaled = 100 * total / total.max()
+        keep = scaled > SCALED_INTENSITY_TOL
+        return Peaks(two_theta=two_theta[first][keep], d_spacing=1 / np.sqrt(g2[first][keep]),
+                     hkl=representative[keep], multiplicity=multiplicity[keep], intensity=scaled[keep])
+
+    def simulate(self, structures, augmentation: Augmentation | None = None, *, seed: int | None = None,
+                 generator: torch.Generator | None = None,
+                 debye_waller_factors: dict[str, float] | None = None,
+                 as_tensor: bool = False):
+        """Patterns of many structures in vectorised passes.
+
+        Args:
+            structures: a StructureBatch, or a sequence of pymatgen Structures.
+            augmentation: random changes to apply (None: the clean pattern).
+            seed, generator: randomness for the augmentation; a generator on ``self.device`` wins.
+            debye_waller_factors: {element symbol: B in Angstrom^2}, overriding the batch's b_iso.
+            as_tensor: return a tensor on ``self.device`` instead of a numpy array.
+
+        Returns:
+            (n, n_points) float32, each row scaled to a maximum of 1 (before ``intensity_scale``).
+
+        Raises:
+            ValueError: naming the structure (index and formula) that has no sites, an element
+                without scattering data, or no reflection in the 2-theta range.
+        """
+        batch = structures if isinstance(structures, StructureBatch) else self._pack(structures)
+        n = len(batch)
+        dtype = torch.float32
+        if n == 0:
+            out = torch.zeros((0, self.n_points), dtype=dtype, device=self.device)
+            return out if as_tensor else out.cpu().numpy()
+        params = {}
+        if augmentation is not None:
+            if generator is None:
+                generator = torch.Generator(device=self.device)
+                generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+            params = augmentation.draw(n, generator, self.device, dtype)
+        margin = math.ceil(PEAK_TAIL_FWHM[self.profile] * self._max_fwhm(augmentation) / self.step) + 2
+        n_fft = _next_fast_len(self.n_points + 2 * margin)
+        lo, hi = self.two_theta_range
+        shift = augmentation.zero_shift if augmentation else 0.0
+        strain = augmentation.max_strain() if augmentation else 0.0
+        lo_ext = max(lo - margin * self.step - shift, 1e-3)
+        hi_ext = min(hi + margin * self.step + shift, 179.999)
+        r_lo = 2 * math.sin(math.radians(lo_ext / 2)) / self.wavelength
+        r_hi = 2 * math.sin(math.radians(hi_ext / 2)) / self.wavelength
+        out = torch.empty((n, self.n_points), dtype=dtype, device=self.device)
+        for rows in self._passes(batch, r_hi * (1 + strain), n_fft):
+            sub = {key: value[rows] for key, value in params.items()}
+            atoms = self._atoms(batch[rows], r_hi * (1 + strain), debye_waller_factors, dtype=dtype,
+                                device=self.device, permute=True, md_axis=sub.get("march_dollase_axis"))
+            chunks = []  # (rows, 2-theta, intensity) of every reflection of this pass
+            for group in self._groups(atoms, n_fft=n_fft):
+                in_group = {key: value[group.index] for key, value in sub.items()}
+                refl = self._reflections(group, r_lo, r_hi, strain=in_group.get("strain"))
+                intensity = self._intensities(group, refl, in_group.get("march_dollase_r"))
+                chunks.append((group.index[refl["row"]], refl["two_theta"], refl["sin2"], intensity))
+            for part, patterns in self._render_chunks(chunks, rows.stop - rows.start, sub, margin, n_fft):
+                out[rows.start + part.start: rows.start + part.stop] = patterns
+        top = out.amax(dim=1, keepdim=True)
+        if not bool((top > 0).all()):
+            bad = int(torch.nonzero(top[:, 0] <= 0)[0, 0])
+            raise ValueError(self._describe(batch, bad, self._no_reflection_problem()))
+        out = out / top
+        if augmentation is not None:
+            out = augmentation.finish(out, params, generator)
+        return out if as_tensor else out.cpu().numpy()
+
+    # ---------------------------------------------------------------- stage 0: arrays and groups
+
+    def _pack(self, structures) -> StructureBatch:
+        structures = list(structures)
+        try:
+            return StructureBatch.from_structures(structures)
+        except Exception:
+            for i, structure in enumerate(structures):
+                try:
+                    StructureBatch.from_structures([structure])
+                except Exception as error:
+                    raise ValueError(f"structure {i} ({structure.composition.reduced_formula}): "
+                                     f"cannot be read ({error})") from None
+            raise
+
+    @staticmethod
+    def _describe(batch: StructureBatch, i: int, problem: str) -> str:
+        from pymatgen.core import Composition, Element
+
+        amounts = {}
+        for z, o in zip(batch.atomic_number[i].ravel(), batch.occupancy[i].ravel()):
+            if z > 0 and o > 0:
+                amounts[Element.from_Z(int(z))] = amounts.get(Element.from_Z(int(z)), 0.0) + float(o)
+        formula = Composition(amounts).reduced_formula if amounts else "empty"
+        return f"structure {i} ({formula}): {problem}"
+
+    def _no_reflection_problem(self) -> str:
+        lo, hi = self.two_theta_range
+        d_min = self.wavelength / (2 * math.sin(math.radians(hi / 2)))
+        return (f"no reflection within 2-theta {lo:g}-{hi:g} deg at wavelength {self.wavelength:g} A "
+                f"(d-spacings down to {d_min:.3f} A are reachable); the wavelength is too long for this cell "
+                "or the range too narrow")
+
+    def _passes(self, batch: StructureBatch, r_max: float, n_fft: int) -> list[slice]:
+        """Rows of the batch to simulate together, so that one pass stays within ``max_batch_bytes``."""
+        n = len(batch)
+        extent = np.floor(r_max * np.linalg.norm(batch.lattice, axis=2) + 1e-9)
+        atoms = (batch.occupancy > 0).sum(axis=(1, 2))
+        plane = (2 * extent.max(axis=1) + 1) ** 2
+        per_row = (BYTES_PER_HKL * _box_points(np.sort(extent, axis=1)[:, ::-1]) + 16 * atoms * plane
+                   + 16 * self.width_bins * n_fft)
+        rows = max(1, int(self.max_batch_bytes // per_row.max()))
+        return [slice(start, min(n, start + rows)) for start in range(0, n, rows)]
+
+    def _atoms(self, batch: StructureBatch, r_max: float, debye_waller_factors, *, dtype, device,
+               permute: bool, md_axis=None, table: bool = True) -> _Atoms:
+        """Check the batch, flatten site species into atoms, assign scattering slots, move to the device.
+
+        ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for.
+        """
+        n = len(batch)
+        n_species = batch.atomic_number.shape[2]
+        z = batch.atomic_number.reshape(n, -1).astype(np.int64)
+        occupancy = batch.occupancy.reshape(n, -1).astype(np.float64)
+        coords = np.repeat(batch.frac_coords, n_species, axis=1)
+        b_iso = np.repeat(batch.b_iso.astype(np.float64), n_species, axis=1)
+        within = np.arange(batch.max_sites).repeat(n_species)[None, :] < batch.n_sites[:, None]
+        present = (z > 0) & (occupancy > 0) & within
+        if debye_waller_factors:
+            by_z = np.zeros(z.max() + 1)
+            for zz in np.unique(z[present]):
+                by_z[zz] = debye_waller_factors.get(symbol(zz), 0.0)
+            b_iso = by_z[z]
+
+        n_atoms = present.sum(axis=1)
+        if (n_atoms == 0).any():
+            raise ValueError(self._describe(batch, int(np.argmax(n_atoms == 0)), "has no sites"))
+        if self.radiation == "xray":
+            coeffs, known = xray_table()
+        else:
+            lengths, known = neutron_table()
+        unknown = present & ~known[np.minimum(z, len(known) - 1)]
+        if unknown.any():
+            i, j = np.argwhere(unknown)[0]
+            data = "X-ray form factor" if self.radiation == "xray" else "neutron scattering length"
+            raise ValueError(self._describe(batch, int(i), f"element {symbol(z[i, j])} has no {data} "
+                                            "in pymatgen's tables"))
+
+        # move the atoms of each structure to the front, drop the padding columns
+        order = np.argsort(~present, axis=1, kind="stable")[:, : n_atoms.max()]
+        z, occupancy, b_iso, present = (np.take_along_axis(x, order, axis=1)
+                                        for x in (z, occupancy, b_iso, present))
+        coords = np.take_along_axis(coords, order[:, :, None], axis=1)
+        weight = np.where(present, occupancy, 0.0)
+        if self.radiation == "neutron":
+            weight = weight * lengths[z]
+
+        # scattering slots: one per (element, B) pair for X-rays, one per B for neutrons
+        key_z = np.where(present, z, 0) if self.radiation == "xray" else np.zeros_like(z)
+        b_values, b_code = np.unique(np.round(b_iso, 6), return_inverse=True)
+        pair = key_z * len(b_values) + b_code.reshape(z.shape)
+        pair_values, key = np.unique(pair, return_inverse=True)
+        pairs = np.stack([pair_values // len(b_values), b_values[pair_values % len(b_values)]], axis=1)
+        key = key.reshape(z.shape)
+        key = np.where(present, key, key[:, :1])  # padding joins the first atom's slot, with weight 0
+        sort = np.argsort(key, axis=1, kind="stable")
+        sorted_key = np.take_along_axis(key, sort, axis=1)
+        new = np.concatenate([np.ones((n, 1), bool), sorted_key[:, 1:] != sorted_key[:, :-1]], axis=1)
+        slot_sorted = np.cumsum(new, axis=1) - 1
+        slot = np.empty_like(slot_sorted)
+        np.put_along_axis(slot, sort, slot_sorted, axis=1)
+        n_slots = slot_sorted[:, -1] + 1
+        slot_key = np.repeat(sorted_key[:, :1], n_slots.max(), axis=1)
+        slot_key[np.arange(n)[:, None], slot_sorted] = sorted_key
+
+        # hkl box: |h| <= |g| |a| for g within the limiting sphere
+        lattice = batch.lattice.astype(np.float64)
+        extent = np.floor(r_max * np.linalg.norm(lattice, axis=2) + 1e-9).astype(np.int64)  # (n, 3)
+        if (extent.max(axis=1) == 0).any():
+            raise ValueError(self._describe(batch, int(np.argmax(extent.max(axis=1) == 0)),
+                                            self._no_reflection_problem()))
+        if permute:  # largest box axis first, so that boxes of different cells line up
+            perm = np.argsort(-extent, axis=1, kind="stable")
+            extent = np.take_along_axis(extent, perm, axis=1)
+            lattice = np.take_along_axis(lattice, perm[:, :, None], axis=1)
+            coords = np.take_along_axis(coords, perm[:, None, :], axis=2)
+            if md_axis is not None:  # the texture axis, renamed like the lattice axes
+                perm_t = torch.as_tensor(perm, device=md_axis.device)
+                md_axis = torch.argmax((perm_t == md_axis[:, None]).long(), dim=1)
+        recip_metric = np.linalg.inv(lattice @ lattice.transpose(0, 2, 1))
+
+        def put(x, kind=dtype):
+            return torch.as_tensor(np.ascontiguousarray(x), device=device).to(kind)
+
+        atoms = _Atoms(recip_metric=put(recip_metric), coords=put(coords), weight=put(weight),
+                       slot=put(slot, torch.long), slot_key=put(slot_key, torch.long),
+                       key_z=put(pairs[:, 0].astype(np.int64), torch.long), key_b=put(pairs[:, 1]),
+                       any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=None,
+                       table_top=(r_max / 2) ** 2 * (1 + 1e-6), extent=extent, n_atoms=n_atoms,
+                       n_slots=n_slots)
+        if table:
+            grid = torch.linspace(0.0, atoms.table_top, FORM_FACTOR_POINTS, dtype=dtype, device=device)
+            f = self._pair_form_factors(atoms, grid[None, :])  # (p, t)
+            slope = torch.diff(f, dim=1, append=f[:, -1:])
+            atoms.table = torch.stack([f, slope], dim=-1).reshape(-1, 2)  # value and step to the next
+        return atoms
+
+    def _groups(self, atoms: _Atoms, n_fft: int) -> list[_Group]:
+        """Structures grouped by hkl box and cut into chunks of at most ``max_batch_bytes``."""
+        extent, n_atoms, n_slots = atoms.extent, atoms.n_atoms, atoms.n_slots
+        groups = []
+        for members in _group_by_cost(extent, n_atoms, n_slots):
+            box = tuple(int(v) for v in extent[members].max(axis=0))
+            m, e = int(n_atoms[members].max()), int(n_slots[members].max())
+            points = (2 * box[0] + 1) * (2 * box[1] + 1) * (box[2] + 1)
+            per_structure = 8 * points * (2 * e + m // 4 + 12) + 8 * m * (2 * box[0] + 1) * (2 * box[1] + 1)
+            chunk = max(1, self.max_batch_bytes // per_structure)
+            for start in range(0, len(members), chunk):
+                idx = torch.as_tensor(members[start: start + chunk], device=atoms.coords.device)
+                groups.append(_Group(
+                    index=idx, recip_metric=atoms.recip_metric[idx], coords=atoms.coords[idx, :m],
+                    weight=atoms.weight[idx, :m], slot=atoms.slot[idx, :m], slot_key=atoms.slot_key[idx, :e],
+                    atoms=atoms, box=box,
+                    md_axis=None if atoms.md_axis is None else atoms.md_axis[idx]))
+        return groups
+
+    # ---------------------------------------------------------------- stage 1: reflections
+
+    def _reflections(self, group: _Group, r_lo: float, r_hi: float, strain) -> dict:
+        """The hkl of the box that lie in the shell r_lo <= |g| <= r_hi (1/Angstrom).
+
+        Returns a dict of (r,) tensors: row (the structure in the group), box (position in the
+        flattened hkl box), h, k, l, g2 = |g|^2, sin2 = sin^2 theta, two_theta (degrees) and
+        friedel (2 where the reflection also stands for its mate -g, else 1).
+        """
+        H, K, L = group.box
+        G = group.recip_metric
+        dtype, device = G.dtype, G.device
+        h = torch.arange(-H, H + 1, dtype=dtype, device=device)[None, :, None, None]
+        k = torch.arange(-K, K + 1, dtype=dtype, device=device)[None, None, :, None]
+        l = torch.arange(0, L + 1, dtype=dtype, device=device)[None, None, None, :]
+        Gc = G.reshape(-1, 9)[:, :, None, None, None]
+        g2 = (h * (Gc[:, 0] * h + 2 * Gc[:, 1] * k + 2 * Gc[:, 2] * l)
+              + (k * (Gc[:, 4] * k + 2 * Gc[:, 5] * l) + Gc[:, 8] * l * l))
+        if strain is not None:  # isotropic strain a -> a (1 + e) scales |g|^2 by (1 + e)^-2
+            g2 = g2 / (1 + strain)[:, None, None, None] ** 2
+        valid = (g2 >= r_lo**2) & (g2 <= r_hi**2) & (g2 > 0)
+        row, hi, ki, li = torch.nonzero(valid, as_tuple=True)
+        g2 = g2[row, hi, ki, li]
+        sin2 = (0.25 * self.wavelength**2) * g2
+        box = (hi * (2 * K + 1) + ki) * (L + 1) + li
+        return {"row": row, "box": box, "h": hi - H, "k": ki - K, "l": li, "g2": g2, "sin2": sin2,
+                "two_theta": torch.rad2deg(2 * torch.asin(torch.sqrt(sin2.clamp(0.0, 1.0)))),
+                "friedel": torch.where(li > 0, 2.0, 1.0).to(dtype)}
+
+    # ---------------------------------------------------------------- stage 2: intensities
+
+    def _intensities(self, group: _Group, refl: dict, march_dollase_r=None,
+                     exact: bool = False) -> torch.Tensor:
+        """|F|^2 x LP x Friedel weight [x March-Dollase] of each reflection: (r,).
+
+        ``exact`` evaluates the form factors at every reflection instead of interpolating a table.
+        """
+        H, K, L = group.box
+        g, m = group.weight.shape
+        e = group.slot_key.shape[1]
+        real = group.coords.dtype
+        ex = _phases(group.coords[..., 0], -H, H, group.weight)  # (g, m, A): o_j exp(2 pi i h x_j)
+        ey = _phases(group.coords[..., 1], -K, K)
+        ez = _phases(group.coords[..., 2], 0, L)
+        A, B, C = 2 * H + 1, 2 * K + 1, L + 1
+        P = (ex[:, :, :, None] * ey[:, :, None, :]).reshape(g, m, A * B).transpose(1, 2)  # (g, AB, m)
+        Q = torch.zeros((g, m, C, e), dtype=ez.dtype, device=ez.device)  # each atom in its slot's column
+        Q.scatter_(3, group.slot[:, :, None, None].expand(g, m, C, 1), ez[..., None])
+        # S[hkl, e] = sum over the atoms j of slot e of o_j exp(2 pi i g.r_j)
+        S = torch.bmm(P, Q.reshape(g, m, C * e)).reshape(g * A * B * C, e)
+        S = S[refl["row"] * (A * B * C) + refl["box"]]  # (r, e)
+
+        f = self._form_factors(group.atoms, group.slot_key[refl["row"]], 0.25 * refl["g2"], exact)
+        F = (S * f).sum(dim=1)
+        F2 = F.real**2 + F.imag**2
+
+        sin2 = refl["sin2"]
+        cos_theta = torch.sqrt(1 - sin2)
+        if self.radiation == "xray":
+            lp = (1 + (1 - 2 * sin2) ** 2) / (sin2 * cos_theta)
+        else:
+            lp = 1 / (sin2 * cos_theta)
+        intensity = F2 * lp * refl["friedel"]
+        if march_dollase_r is not None:
+            intensity = intensity * self._march_dollase(group, refl, march_dollase_r)
+        return intensity
+
+    def _pair_form_factors(self, atoms: _Atoms, s2: torch.Tensor) -> torch.Tensor:
+        """f(s) exp(-B s^2) of (element, B) pairs at s^2 in 1/Angstrom^2; pairs and s2 broadcast.
+
+        X-rays: pymatgen's form factor times the Debye-Waller factor; neutrons: the Debye-Waller
+        factor only (the scattering length is already in the atom weights).
+        """
+        z, b = atoms.key_z, atoms.key_b
+        while z.dim() < s2.dim():
+            z, b = z[..., None], b[..., None]
+        f = torch.ones_like(s2 * b)
+        if self.radiation == "xray":
+            coeffs, _ = xray_table()
+            c = torch.as_tensor(coeffs, dtype=s2.dtype, device=s2.device)[z]  # (..., 4, 2)
+            decay = torch.exp(-(c[..., 1] * s2[..., None]).clamp_max(EXP_FLOOR))
+            f = z.to(s2.dtype) - XRAY_SCALE * s2 * (c[..., 0] * decay).sum(-1)
+        if atoms.any_b:
+            f = f * torch.exp(-(b * s2).clamp_max(EXP_FLOOR))
+        return f
+
+    def _form_factors(self, atoms: _Atoms, key: torch.Tensor, s2: torch.Tensor, exact: bool) -> torch.Tensor:
+        """The scattering factor of each slot ``key`` (r, e) at s^2 (r,): (r, e).
+
+        Unless ``exact``, each (element, B) pair was tabulated once per batch on FORM_FACTOR_POINTS
+        values of s^2 (``atoms.table``), and is interpolated linearly (relative error below 1e-4).
+        """
+        if self.radiation == "neutron" and not atoms.any_b:
+            return torch.ones((1, key.shape[1]), dtype=s2.dtype, device=s2.device)
+        if exact:
+            full = self._pair_form_factors(atoms, s2[None, :])  # (p, r)
+            return full.gather(0, key.T).T
+        u = s2 * ((FORM_FACTOR_POINTS - 1) / atoms.table_top)
+        i = u.long().clamp(0, FORM_FACTOR_POINTS - 2)
+        t = (u - i)[:, None]
+        value, slope = atoms.table[key * FORM_FACTOR_POINTS + i[:, None]].unbind(-1)  # one gather
+        return value + slope * t
+
+    @staticmethod
+    def _march_dollase(group: _Group, refl: dict, r: torch.Tensor) -> torch.Tensor:
+        G = group.recip_metric
+        axis_row = G[torch.arange(len(G), device=G.device), group.md_axis]  # (g, 3): G* e_axis
+        axis2 = torch.gather(axis_row, 1, group.md_axis[:, None])[:, 0]  # |axis*|^2
+        row = refl["row"]
+        gd = axis_row[row]
+        dot = gd[:, 0] * refl["h"] + gd[:, 1] * refl["k"] + gd[:, 2] * refl["l"]
+        cos2 = (dot**2 / (refl["g2"] * axis2[row])).clamp(0.0, 1.0)
+        r = r[row]
+        x = r * r * cos2 + (1 - cos2) / r
+        return 1 / (x * torch.sqrt(x))  # x^(-3/2); sqrt and division round the same in SIMD and scalar code
+
+    # ---------------------------------------------------------------- stages 3 and 4: profile and grid
+
+    def _fwhm(self, sin2: torch.Tensor, scale=None, size=None) -> torch.Tensor:
+        """FWHM in degrees 2-theta where sin^2 theta = ``sin2``; scale, size (nm): (g,) or None.
+
+        cos and tan come from square roots of sin^2 theta, which round the same way in SIMD and scalar
+        code, so a pattern does not depend on which other patterns share its pass.
+        """
+        cos_theta = torch.sqrt((1 - sin2).clamp_min(1e-12))
+        if self.caglioti is not None:
+            U, V, W = self.caglioti
+            t = torch.sqrt(sin2) / cos_theta
+            var = (U * t * t + V * t + W).clamp_min(0.0)
+        else:
+            var = torch.full_like(sin2, self.fwhm**2)
+        size = size if size is not None else self.crystallite_size
+        if size is not None:
+            if torch.is_tensor(size):
+                size = size.reshape(-1, *([1] * (sin2.dim() - 1)))
+            scherrer = (180 / math.pi) * self.scherrer_k * self.wavelength / (10.0 * size * cos_theta)
+            var = var + scherrer * scherrer
+        fwhm = torch.sqrt(var)
+        if scale is not None:
+            fwhm = fwhm * scale.reshape(-1, *([1] * (sin2.dim() - 1)))
+        return fwhm
+
+    def _width_varies(self, params: dict) -> bool:
+        return self.caglioti is not None or self.crystallite_size is not None or "crystallite_size" in params
+
+    def _max_fwhm(self, augmentation: Augmentation | None) -> float:
+        lo, hi = self.two_theta_range
+        theta = torch.deg2rad(torch.linspace(lo, min(hi + 5.0, 179.0), 64, dtype=torch.float64)) / 2
+        scale = augmentation.fwhm_scale[1] if augmentation and augmentation.fwhm_scale else 1.0
+        size = augmentation.crystallite_size[0] if augmentation and augmentation.crystallite_size else None
+        widest = float(self._fwhm(torch.sin(theta) ** 2, size=size).max()) * scale
+        if not widest > 0:
+            raise ValueError("the peak width is zero everywhere in the 2-theta range; check fwhm / caglioti")
+        return widest
+
+    def _render_chunks(self, chunks: list, n: int, params: dict, margin: int, n_fft: int):
+        """Render every reflection onto the grid, in row chunks of at most ``max_batch_bytes``.
+
+        Args:
+            chunks: (rows, two_theta, sin2, intensity) tuples of (r,) tensors, rows indexing the pass.
+
+        Yields:
+            (rows, patterns): a slice of the batch and its (rows, n_points) unscaled patterns.
+        """
+        rows, two_theta, sin2, intensity = (torch.cat(parts) for parts in zip(*chunks))
+        varies = self._width_varies(params)
+        n_bins = self.width_bins if varies else 1
+        per_row = 16 * n_bins * n_fft
+        step = max(1, self.max_batch_bytes // per_row)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            if start == 0 and stop == n:
+                r, t, s, i = rows, two_theta, sin2, intensity
+            else:
+                keep = (rows >= start) & (rows < stop)
+                r, t, s, i = rows[keep] - start, two_theta[keep], sin2[keep], intensity[keep]
+            sub = {key: value[start:stop] for key, value in params.items()}
+            yield slice(start, stop), self._profile_and_grid(r, t, s, i, stop - start, sub, margin, n_fft)
+
+    def _profile_and_grid(self, row, two_theta, sin2, intensity, n_rows: int, params: dict, margin: int,
+                          n_fft: int) -> torch.Tensor:
+        """Peak widths, then the profile sum on the grid: (n_rows, n_points)."""
+        if "zero_shift" in params:
+            two_theta = two_theta + params["zero_shift"][row]
+        position = (two_theta - self.two_theta_range[0]) / self.step
+        scale, size = params.get("fwhm_scale"), params.get("crystallite_size")
+        common = dict(n_fft=n_fft, offset=margin, n_points=self.n_points, shape=self.profile, eta=self.eta)
+        if not self._width_varies(params):
+            row_fwhm = torch.full((1,), self.fwhm / self.step, dtype=intensity.dtype, device=intensity.device)
+            if scale is not None:
+                row_fwhm = row_fwhm * scale  # (n_rows,); else one kernel serves every row
+            return _profile.render(row, position, intensity, n_rows, row_fwhm=row_fwhm, **common)
+        lo = self.two_theta_range[0] - margin * self.step
+        hi = self.two_theta_range[1] + margin * self.step
+        sample = torch.deg2rad(torch.linspace(max(lo, 1e-3), min(hi, 179.0), WIDTH_SAMPLES,
+                                              dtype=intensity.dtype, device=intensity.device)) / 2
+        widths = self._fwhm((torch.sin(sample) ** 2).expand(n_rows, -1), scale, size)  # (n_rows, samples)
+        w_lo, w_hi = widths.amin(dim=1, keepdim=True) * 0.999, widths.amax(dim=1, keepdim=True) * 1.001
+        steps = torch.linspace(0.0, 1.0, self.width_bins, dtype=intensity.dtype, device=intensity.device)
+        bins = w_lo * (w_hi / w_lo) ** steps  # (n_rows, n_bins) degrees
+        fwhm = self._fwhm(sin2, None if scale is None else scale[row], None if size is None else size[row])
+        fwhm = torch.maximum(torch.minimum(fwhm, w_hi[row, 0]), w_lo[row, 0])
+        return _profile.render(row, position, intensity, n_rows, fwhm=fwhm / self.step,
+                               bin_fwhm=bins / self.step, **common)
+
+
+def _phases(x: torch.Tensor, first: int, last: int, amplitude: torch.Tensor | None = None) -> torch.Tensor:
+    """amplitude exp(2 pi i n x) for n = first..last: (..., last - first + 1) complex."""
+    n = torch.arange(first, last + 1, dtype=x.dtype, device=x.device)
+    turns = x[..., None] * n
+    turns = turns - torch.round(turns)  # keep the angle small for float32 accuracy
+    angle = (2 * math.pi) * turns
+    if amplitude is None:
+        return torch.polar(torch.ones_like(angle), angle)
+    amplitude = amplitude[..., None]  # may be negative (neutron scattering lengths)
+    return torch.complex(amplitude * torch.cos(angle), amplitude * torch.sin(angle))
+
+
+def _box_points(extent: np.ndarray) -> np.ndarray:
+    return (2 * extent[:, 0] + 1) * (2 * extent[:, 1] + 1) * (extent[:, 2] + 1)
+
+
+def _group_by_cost(extent: np.ndarray, n_atoms: np.ndarray, n_slots: np.ndarray) -> list[np.ndarray]:
+    """Split structures into groups whose padded cost stays within GROUP_SLACK of their own cost.
+
+    The cost of a structure is its hkl box times (atoms x slots + GROUP_OVERHEAD_ATOMS): the
+    phase-matrix product. Structures are visited in order of box size.
+    """
+    cost = _box_points(extent) * (n_atoms * n_slots + GROUP_OVERHEAD_ATOMS)
+    order = np.lexsort((n_atoms * n_slots, extent[:, 2], extent[:, 1], extent[:, 0]))
+    groups, current, top, m, e, total = [], [], None, 0, 0, 0.0
+    for i in order:
+        candidate = extent[i] if top is None else np.maximum(top, extent[i])
+        m_new, e_new = max(m, n_atoms[i]), max(e, n_slots[i])
+        padded = (len(current) + 1) * _box_points(candidate[None])[0] * (m_new * e_new + GROUP_OVERHEAD_ATOMS)
+        if current and padded > GROUP_SLACK * (total + cost[i]) + GROUP_MIN_COST:
+            groups.append(np.array(current))
+            current, total, candidate, m_new, e_new = [], 0.0, extent[i], n_atoms[i], n_slots[i]
+        current.append(i)
+        top, m, e = candidate, m_new, e_new
+        total += cost[i]
+    groups.append(np.array(current))
+    return groups
+
+
+def _next_fast_len(n: int) -> int:
+    import scipy.fft
+
+    return scipy.fft.next_fast_len(n, real=True)
