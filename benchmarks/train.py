@@ -1,0 +1,128 @@
+"""Training throughput, in patterns per second, for each model on the current device.
+
+    .venv/bin/python benchmarks/train.py                 # CPU here; CUDA when torch sees a GPU
+    .venv/bin/python benchmarks/train.py --n-points 8192 --batch-size 256 --steps 50
+
+Two data paths are timed for every model:
+- stored: patterns already in memory (on the host; copied to the device batch by batch);
+- on-the-fly: patterns simulated on the training device from stored structures, with augmentations,
+  as the study trains at scale.
+For the on-the-fly path the script also prints the share of each step spent waiting for data
+(simulation), the time the model waits on the data path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from xtal_utils.config import default_device  # noqa: E402
+from xtal_utils.models import ResNet1d, Transformer1d, n_parameters  # noqa: E402
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_training(model, batches, *, device, steps: int, warmup: int = 3) -> dict:
+    """Run ``warmup + steps`` optimiser steps; return patterns/s and the seconds spent on data and on the model."""
+    model = model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    use_amp = torch.device(device).type == "cuda"
+    data_s = model_s = 0.0
+    seen = 0
+    for step in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        x, y = next(batches)
+        _sync(device)
+        t1 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        t2 = time.perf_counter()
+        if step >= warmup:
+            data_s += t1 - t0
+            model_s += t2 - t1
+            seen += len(y)
+    return {"patterns_per_s": seen / (data_s + model_s), "data_s": data_s, "model_s": model_s}
+
+
+def stored_batches(n_points: int, batch_size: int, device, n_classes: int = 99):
+    rng = np.random.default_rng(0)
+    patterns = torch.from_numpy(rng.random((batch_size * 8, n_points), dtype=np.float32))
+    labels = torch.from_numpy(rng.integers(0, n_classes, len(patterns)))
+    while True:
+        for start in range(0, len(patterns), batch_size):
+            yield (patterns[start : start + batch_size].to(device, non_blocking=True)[:, None],
+                   labels[start : start + batch_size].to(device, non_blocking=True))
+
+
+def simulated_batches(n_points: int, batch_size: int, device, n_structures: int = 256):
+    """Batches simulated on ``device`` from real AMCSD cells, with training augmentations."""
+    from _amcsd import load_amcsd
+
+    from xtal_utils.datasets import SimulatedSource
+    from xtal_utils.diffraction import Augmentation, PowderSimulator
+    from xtal_utils.structures import StructureBatch
+
+    structures, _, _ = load_amcsd(n_structures, max_sites=64, seed=1)
+    # labels do not matter for throughput: random space groups
+    labels = np.random.default_rng(0).integers(1, 231, len(structures))
+    batch = StructureBatch.from_structures(structures, space_groups=labels)
+    simulator = PowderSimulator(n_points=n_points, device=device)
+    augmentation = Augmentation(fwhm_scale=(0.5, 2.0), strain=0.01, zero_shift=0.05, march_dollase=(0.7, 1.3),
+                                background=0.2, poisson_counts=(1e3, 1e5), intensity_scale=(0.8, 1.2))
+    source = SimulatedSource(batch, "extinction_group",
+                             lambda b, generator: simulator.simulate(b, augmentation=augmentation,
+                                                                     generator=generator, as_tensor=True))
+    epoch = 0
+    while True:
+        yield from source.batches(batch_size, epoch=epoch, shuffle=True, device=device)
+        epoch += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-points", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--skip-simulated", action="store_true")
+    args = parser.parse_args()
+    device = default_device(args.device)
+    name = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {device} ({name}); n_points={args.n_points}, batch={args.batch_size}, steps={args.steps}")
+    models = {
+        "ResNet1d (default)": lambda: ResNet1d(99),
+        "ResNet1d (small)": lambda: ResNet1d(99, widths=(16, 32, 64), blocks=(1, 1, 1)),
+        "Transformer1d (default)": lambda: Transformer1d(99),
+    }
+    paths = {"stored": stored_batches}
+    if not args.skip_simulated:
+        paths["on-the-fly"] = simulated_batches
+    print(f"{'model':26s} {'params':>8s} {'data path':>11s} {'patterns/s':>11s} {'waiting for data':>17s}")
+    for label, make in models.items():
+        for path, batches in paths.items():
+            model = make()
+            result = time_training(model, batches(args.n_points, args.batch_size, device), device=device,
+                                   steps=args.steps)
+            wait = result["data_s"] / (result["data_s"] + result["model_s"])
+            print(f"{label:26s} {n_parameters(model) / 1e6:7.2f}M {path:>11s} {result['patterns_per_s']:11.0f} "
+                  f"{wait:16.0%}")
+
+
+if __name__ == "__main__":
+    main()
