@@ -25,6 +25,8 @@ import numpy as np
 
 from pymatgen.core import Element, Lattice, Structure
 
+OCCUPANCY_ROUNDING = 1e-6  # float32 occupancies of a full site may sum this far above 1
+
 
 @dataclasses.dataclass
 class StructureBatch:
@@ -122,8 +124,12 @@ class StructureBatch:
             species, coords, b_iso = [], [], []
             for j in range(self.n_sites[i]):
                 present = self.occupancy[i, j] > 0
+                occupancy = self.occupancy[i, j][present].astype(np.float64)
+                total = occupancy.sum()
+                if 1.0 < total <= 1.0 + OCCUPANCY_ROUNDING:  # float32 storage rounded e.g. 1/3 up
+                    occupancy /= total
                 species.append({Element.from_Z(int(z)): float(o) for z, o in
-                                zip(self.atomic_number[i, j][present], self.occupancy[i, j][present])})
+                                zip(self.atomic_number[i, j][present], occupancy)})
                 coords.append(self.frac_coords[i, j])
                 b_iso.append(float(self.b_iso[i, j]))
             structure = Structure(Lattice(self.lattice[i]), species, coords,
