@@ -66,9 +66,10 @@ def render(row: torch.Tensor, position: torch.Tensor, intensity: torch.Tensor, n
     centre = torch.round(u)
     frac = u - centre
     inside = (centre >= 1) & (centre <= n_fft - 2)
-    intensity = torch.where(inside, intensity, torch.zeros_like(intensity))
-    centre = torch.where(inside, centre, torch.ones_like(centre)).long()
-    taps = (0.5 * (frac * frac - frac), 1.0 - frac * frac, 0.5 * (frac * frac + frac))
+    intensity = torch.where(inside, intensity, 0.0)  # outside the buffer: add zero, at a clamped position
+    centre = centre.clamp_(1, n_fft - 2).long()
+    frac2 = frac * frac
+    taps = (0.5 * (frac2 - frac), 1.0 - frac2, 0.5 * (frac2 + frac))
 
     if bin_fwhm is None:
         n_bins = 1
@@ -86,16 +87,23 @@ def render(row: torch.Tensor, position: torch.Tensor, intensity: torch.Tensor, n
         weights = (intensity * (1.0 - t), intensity * t)
         spectrum = kernel_spectrum(bin_fwhm, n_fft, shape, eta)  # (n, n_bins, f)
 
-    index = torch.cat([b + k for b in base for k in (-1, 0, 1)])
-    value = torch.cat([w * tap for w in weights for tap in taps])
+    # one allocation each for all taps: fresh large buffers cost page faults on CPU
+    r = len(intensity)
+    shifts = torch.arange(-1, 2, device=row.device)[:, None]
+    index = torch.empty((len(base), 3, r), dtype=torch.long, device=row.device)
+    value = torch.empty((len(base), 3, r), dtype=intensity.dtype, device=intensity.device)
+    for b, (start, weight) in enumerate(zip(base, weights)):
+        torch.add(start, shifts, out=index[b])
+        for k, tap in enumerate(taps):
+            torch.mul(weight, tap, out=value[b, k])
     # FFT libraries treat rows in SIMD blocks, so a row's last bits could depend on how many rows
     # there are; padding to a multiple of FFT_ROW_BLOCK keeps every row on the same code path.
     padded_rows = -(-n_rows // FFT_ROW_BLOCK) * FFT_ROW_BLOCK
     buffer = torch.zeros(padded_rows * n_bins * n_fft, dtype=intensity.dtype, device=intensity.device)
-    buffer.scatter_add_(0, index, value)
+    buffer.scatter_add_(0, index.view(-1), value.view(-1))
     spec = torch.fft.rfft(buffer.view(padded_rows, n_bins, n_fft), dim=-1)
     if spectrum.shape[0] > 1:
         spectrum = torch.nn.functional.pad(spectrum, (0, 0, 0, 0, 0, padded_rows - n_rows))
-    spec = spec * spectrum
+    torch.view_as_real(spec).mul_(spectrum[..., None])  # a real kernel: no complex promotion
     out = torch.fft.irfft(spec.sum(dim=1) if n_bins > 1 else spec[:, 0], n=n_fft, dim=-1)
     return out[:n_rows, offset: offset + n_points]
