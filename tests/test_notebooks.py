@@ -3,6 +3,7 @@
 import json
 
 import nbformat
+import papermill
 import pytest
 
 from xtal_utils.paths import NOTEBOOKS
@@ -22,7 +23,21 @@ def test_committed_without_outputs(path):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
-    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), "no parameters cell"
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell must carry the papermill 'parameters' tag"
+    # papermill must parse every assignment there, or a preset could not override it
+    assigned = [line.split(":")[0].split("=")[0].strip() for line in cells[0].source.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert sorted(papermill.inspect_notebook(str(path))) == sorted(assigned)
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
+def test_presets_only_name_declared_parameters(preset):
+    declared = set()
+    for path in NOTEBOOK_FILES:
+        declared |= set(papermill.inspect_notebook(str(path)))
+    unknown = set(load_preset(preset)) - declared
+    assert not unknown, f"{preset}.yaml sets parameters no notebook declares: {sorted(unknown)}"
 
 
 def _run(stem):
@@ -33,6 +48,17 @@ def _run(stem):
 def _check_topk(metrics, prefix):
     t1, t3, t5 = (metrics[f"{prefix}_top{k}"] for k in (1, 3, 5))
     assert 0.0 <= t1 <= t3 <= t5 <= 1.0
+
+
+@pytest.mark.notebook
+def test_01_data():
+    m = _run("01_data")
+    assert m["amcsd_read"] == m["amcsd_kept"] + m["amcsd_skipped"]
+    assert 0 < m["amcsd_dedup_entries"] <= m["amcsd_kept"]
+    assert 0.0 <= m["duplicate_fraction"] < 1.0
+    assert m["balanced_extinction_groups_present"] == 99  # every group gets its crystal
+    assert m["balanced_effective_classes"] > m["amcsd_effective_classes"]  # flat against skewed
+    assert m["spglib_agreement"] >= 0.9
 
 
 @pytest.mark.notebook

@@ -43,9 +43,9 @@ def run_notebook(notebook, preset: str, params: dict, *, log_output: bool = Fals
     """Execute one notebook at ``preset``; returns its metrics dict."""
     import papermill as pm
 
-    declared = pm.inspect_notebook(str(notebook))
-    chosen = {k: v for k, v in params.items() if k in declared}
-    chosen["preset"] = preset
+    # Every preset value goes in: papermill only warns about names a notebook does not use, and
+    # silently dropping a value the notebook meant to take would run it at the wrong size.
+    chosen = {**params, "preset": preset}
     out = run_dir(notebook.stem, preset) / "executed.ipynb"
     pm.execute_notebook(
         str(notebook), str(out), parameters=chosen, kernel_name="python3",
