@@ -150,3 +150,25 @@ def test_train_cached_reuses_the_model(tmp_path, monkeypatch):
         assert torch.equal(a, b)
     other, _ = train_cached(ResNet1d(99, **SMALL[ResNet1d]), train, train, config, data={"toy": 2})
     assert len(list(tmp_path.glob("models/*/done.json"))) == 2
+
+
+def test_simulated_source_draws_new_augmentations_each_epoch():
+    from xtal_utils.datasets import SimulatedSource
+    from xtal_utils.diffraction import Augmentation, PowderSimulator
+    from xtal_utils.structures import StructureBatch
+    from pymatgen.core import Lattice, Structure
+
+    nacl = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
+                     [[0, 0, 0], [.5, .5, 0], [.5, 0, .5], [0, .5, .5],
+                      [.5, .5, .5], [0, 0, .5], [0, .5, 0], [.5, 0, 0]])
+    batch = StructureBatch.from_structures([nacl, nacl], space_groups=[225, 225])
+    simulator = PowderSimulator(n_points=1024)
+    augmentation = Augmentation(zero_shift=0.1, poisson_counts=(1e3, 1e4))
+    source = SimulatedSource(batch, "extinction_group",
+                             lambda b, g: simulator.simulate(b, augmentation=augmentation, generator=g, as_tensor=True))
+    x0, y0 = next(source.batches(2, epoch=0, seed=1))
+    x0_again, _ = next(source.batches(2, epoch=0, seed=1))
+    x1, _ = next(source.batches(2, epoch=1, seed=1))
+    assert x0.shape == (2, 1, 1024) and y0.tolist() == [93, 93]  # Fm-3m is extinction group 94
+    assert torch.equal(x0, x0_again)  # same (seed, epoch): same patterns, as a resume needs
+    assert not torch.equal(x0, x1)  # a new epoch: new augmentations

@@ -49,6 +49,9 @@ class PatternSource:
             raise ValueError(f"{len(self.patterns)} patterns but {len(self.space_groups)} labels")
         if not torch.isfinite(self.patterns).all():
             raise ValueError("patterns contain NaN or infinite values")
+        self._set_labels(kind, two_theta, sin2theta_channel)
+
+    def _set_labels(self, kind: str, two_theta, sin2theta_channel: bool) -> None:
         self.kind = kind
         self.targets = torch.as_tensor(labels_of(self.space_groups, kind) - 1)
         self.sin2theta_channel = sin2theta_channel
@@ -94,12 +97,7 @@ class SimulatedSource(PatternSource):
         self.space_groups = np.asarray(structures.space_group)
         if (self.space_groups < 1).any():
             raise ValueError("every structure needs its space group to train on")
-        self.kind = kind
-        self.targets = torch.as_tensor(labels_of(self.space_groups, kind) - 1)
-        self.sin2theta_channel = sin2theta_channel
-        self.two_theta = None if two_theta is None else torch.as_tensor(np.asarray(two_theta), dtype=torch.float32)
-        if sin2theta_channel and self.two_theta is None:
-            raise ValueError("sin2theta_channel needs the two_theta grid")
+        self._set_labels(kind, two_theta, sin2theta_channel)
 
     def __len__(self) -> int:
         return len(self.structures)
