@@ -76,3 +76,81 @@ def test_00_labels():
 def test_every_notebook_has_a_smoke_test():
     missing = [p.stem for p in NOTEBOOK_FILES if f"test_{p.stem}" not in globals()]
     assert not missing, f"notebooks without a smoke test of their metrics: {missing}"
+
+
+@pytest.mark.notebook
+def test_02_sg_vs_ext():
+    m = _run("02_sg_vs_ext")
+    for prefix in ("eg_model_extinction_group", "sg_model_collapsed_extinction_group", "sg_model_space_group",
+                   "prior_extinction_group"):
+        _check_topk(m, prefix)
+    assert m["split_leakage"] == 0.0  # grouped split of the de-duplicated table
+    assert m["n_train"] > m["n_test"] > 0
+    assert m["n_seeds"] == load_preset("smoke")["n_seeds"] == len(m["runs"]) // 2
+    assert m["collapsed_minus_eg_top1"] == pytest.approx(
+        m["sg_model_collapsed_extinction_group_top1"] - m["eg_model_extinction_group_top1"])
+    for run in m["runs"]:  # a space-group model is also scored in space-group space; an EG model is not
+        assert ("space_group_top1" in run) == (run["model"] == "space_group")
+
+
+@pytest.mark.notebook
+def test_03_duplicates():
+    m = _run("03_duplicates")
+    for prefix in ("duplicated", "deduplicated"):
+        _check_topk(m, prefix)
+    assert m["leakage_deduplicated"] == 0.0
+    assert 0.0 < m["leakage_duplicated"] < 1.0  # the smoke subset of AMCSD has repeat entries
+    assert m["n_train_duplicated"] > m["n_train_deduplicated"]
+    assert m["inflation_top1"] == pytest.approx(m["duplicated_top1"] - m["deduplicated_top1"])
+    for part in ("with_twin", "without_twin"):
+        assert 0.0 <= m[f"duplicated_top1_{part}"] <= 1.0
+
+
+@pytest.mark.notebook
+def test_04_bias():
+    m = _run("04_bias")
+    for trained in ("biased", "balanced"):
+        for tested in ("biased", "balanced"):
+            _check_topk(m, f"{trained}_on_{tested}")
+    assert m["slides_finding_holds"] == (m["biased_on_balanced_top1"] < m["balanced_on_biased_top1"])
+    assert m["n_train"] > 0 and m["n_test_balanced"] > 0 and m["n_test_biased"] > 0
+
+
+@pytest.mark.notebook
+def test_05_scaling():
+    m = _run("05_scaling")
+    assert m["sizes"] == sorted(m["sizes"]) and len(m["sizes"]) == len(load_preset("smoke")["scaling_sizes"])
+    for short in ("resnet", "transformer"):
+        _check_topk(m, f"{short}_largest")
+        assert m[f"{short}_parameters"] > 0
+    assert {r["architecture"] for r in m["runs"]} == {"ResNet1d", "Transformer1d"}
+    assert all(r["epochs"] >= load_preset("smoke")["epochs"] for r in m["runs"])
+
+
+@pytest.mark.notebook
+def test_06_resolution():
+    m = _run("06_resolution")
+    smoke = load_preset("smoke")
+    assert sorted(map(int, m["top1_by_points"])) == sorted(smoke["resolution_points"])
+    assert sorted(map(float, m["top1_by_fwhm"])) == sorted(smoke["resolution_fwhms"])
+    for run in m["runs"]:
+        _check_topk(run, "extinction_group")
+    assert m["top1_coarsest_grid"] == m["top1_by_points"][str(min(smoke["resolution_points"]))]
+
+
+@pytest.mark.notebook
+def test_08_measured():
+    from xtal_utils.classify import load_classifier
+    from xtal_utils.config import resolve
+
+    m = _run("08_measured")
+    smoke = load_preset("smoke")
+    assert m["n_measured"] == smoke["rruff_limit"]
+    for prefix in ("shipped_eg", "prior_eg", "shipped_sg", "prior_sg", "augmented_balanced_eg_prior_eg"):
+        _check_topk(m, prefix)
+    assert m["margin_eg_top5"] == pytest.approx(m["shipped_eg_top5"] - m["prior_eg_top5"])
+    assert m["temperature"] > 0 and 0 <= m["ece_calibrated"] <= 1
+    classifier = load_classifier(resolve(smoke["model_dir"]) / "xtal-classify-xray.pt")
+    assert classifier.kind == "space_group" and classifier.temperature == pytest.approx(m["temperature"])
+    assert classifier.metadata["rruff_dev_eg_top5"] == pytest.approx(m["shipped_eg_top5"])
+    assert (resolve(smoke["model_dir"]) / "MODEL_CARD.md").exists()

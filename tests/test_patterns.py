@@ -73,3 +73,12 @@ def test_range_that_misses_the_grid(tmp_path):
     with pytest.raises(PatternFileError, match="covers 0% of the model's grid"):
         resample(tt, np.random.default_rng(0).random(500), grid, wavelength=1.5406, grid_wavelength=1.5406,
                  source="far.xy")
+
+
+def test_signal_only_outside_the_grid(tmp_path):
+    # a peak at 95 deg, beyond a 5-90 deg grid, on a flat floor: the grid part is constant
+    grid = np.linspace(5, 90, 1024)
+    tt = np.linspace(20, 100, 2000)
+    y = np.exp(-0.5 * ((tt - 95) / 0.2) ** 2)
+    with pytest.raises(PatternFileError, match="no signal"):
+        resample(tt, y, grid, wavelength=1.5406, grid_wavelength=1.5406, source="outside.xy")

@@ -155,3 +155,19 @@ def predictions_table(probabilities, space_groups, kind: str, top: int = 5) -> p
         table[f"pred{r + 1}"] = order[:, r] + 1
         table[f"prob{r + 1}"] = np.take_along_axis(probabilities, order[:, r : r + 1], axis=1)[:, 0]
     return table
+
+
+def frequency_prior(space_groups, kind: str, smoothing: float = 0.0) -> np.ndarray:
+    """The class frequencies of ``space_groups`` in ``kind`` space: the baseline that never looks at a pattern.
+
+    Args:
+        space_groups: (n,) space groups of the training data.
+        kind: 'space_group' or 'extinction_group'.
+        smoothing: pseudo-count added to every class (0: classes never seen get probability 0).
+
+    Returns:
+        (n_classes,) probabilities summing to 1.
+    """
+    counts = np.bincount(labels_of(space_groups, kind) - 1, minlength=n_classes(kind)).astype(np.float64)
+    counts += smoothing
+    return counts / counts.sum()

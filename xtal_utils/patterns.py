@@ -18,6 +18,7 @@ import numpy as np
 
 MIN_POINTS = 50  # fewer samples than this cannot resolve a powder pattern
 MIN_COVERAGE = 0.5  # fraction of the model's 2-theta span that the measurement must cover
+MIN_SIGNAL = 1e-6  # fraction of the pattern's own range that must lie on the grid; less is rounding noise
 _NUMBER_ROW = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[\s,;]")
 
 
@@ -132,4 +133,7 @@ def resample(two_theta, intensity, grid, *, wavelength: float, grid_wavelength: 
                                f"at least {MIN_COVERAGE:.0%} is needed")
     intensity = intensity - intensity.min()
     out = np.interp(grid, moved, intensity, left=0.0, right=0.0)
+    if out.max() <= MIN_SIGNAL * intensity.max():
+        raise PatternFileError(source, f"no signal above the minimum within the model's grid "
+                               f"({grid[0]:.1f}-{grid[-1]:.1f} deg at {grid_wavelength:g} A)")
     return (out / out.max()).astype(np.float32)

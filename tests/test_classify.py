@@ -1,0 +1,333 @@
+"""The shipped-classifier file, classify(), and the xtal-classify command, on tiny untrained models."""
+
+import importlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from xtal_utils import symmetry
+from xtal_utils.classify import Classifier, classify, load_classifier, main, save_classifier
+from xtal_utils.models import ResNet1d
+from xtal_utils.paths import ROOT
+from xtal_utils.patterns import to_d_spacing, to_two_theta
+
+classify_module = importlib.import_module("xtal_utils.classify")  # the module, whatever the package exports
+
+CU, MO = 1.5406, 0.7107  # Angstrom
+GRID = dict(two_theta_range=(5.0, 90.0), n_points=256)
+PEAK_D = (4.1, 3.05, 2.51, 2.02, 1.63, 1.37, 1.21)  # Angstrom
+PEAK_SIGMA = 0.25  # degrees 2-theta at Cu; a few grid steps wide
+
+
+def _network(n_classes, in_channels=1, seed=0):
+    torch.manual_seed(seed)
+    network = ResNet1d(n_classes, in_channels, widths=(4, 8), blocks=(1, 1), pool_size=4)
+    with torch.no_grad():  # untrained logits are nearly equal; spread them so rankings mean something
+        network.fc.weight.mul_(200)
+    return network
+
+
+def _save(path, n_classes=230, kind="space_group", **settings):
+    network = _network(n_classes, 2 if settings.get("sin2theta_channel") else 1)
+    return save_classifier(path, network, kind=kind, wavelength=CU, radiation="xray", **GRID, **settings)
+
+
+@pytest.fixture(scope="module")
+def sg_path(tmp_path_factory):
+    return _save(tmp_path_factory.mktemp("models") / "sg.pt")
+
+
+@pytest.fixture(scope="module")
+def sg_model(sg_path):
+    return load_classifier(sg_path)
+
+
+def _pattern(wavelength=CU, start=4.0, stop=95.0, step=0.02, peaks=PEAK_D):
+    """Peaks at fixed d-spacings sampled on a uniform 2-theta grid at ``wavelength``.
+
+    The intensity is a function of d alone (Gaussians of PEAK_SIGMA degrees in Cu 2-theta), so the
+    same crystal measured at two wavelengths gives two samplings of one function.
+    """
+    two_theta = np.arange(start, stop, step)
+    at_cu = to_two_theta(to_d_spacing(two_theta, wavelength), CU)
+    intensity = 20.0 + sum(100 / (i + 1) * np.exp(-0.5 * ((at_cu - to_two_theta(d, CU)) / PEAK_SIGMA) ** 2)
+                           for i, d in enumerate(peaks))
+    return two_theta, intensity
+
+
+def _write_xy(path, two_theta, intensity):
+    np.savetxt(path, np.column_stack([two_theta, intensity]), header="two_theta intensity")
+    return path
+
+
+def test_round_trip_keeps_weights_and_settings(tmp_path):
+    prior = np.arange(1, 100, dtype=float)
+    path = _save(tmp_path / "eg.pt", 99, "extinction_group", temperature=1.7, prior=prior,
+                 metadata={"preset": "cpu", "top1": 0.61, "accuracies": {"top5": 0.9}, "sets": ["AMCSD"]})
+    state = torch.load(path, weights_only=True)  # plain values only
+    assert state["kind"] == "extinction_group" and state["n_points"] == 256
+    assert [p.name for p in tmp_path.iterdir()] == ["eg.pt"]  # no temporary file left behind
+    loaded = load_classifier(path)
+    assert (loaded.kind, loaded.two_theta_range, loaded.n_points) == ("extinction_group", (5.0, 90.0), 256)
+    assert (loaded.wavelength, loaded.radiation, loaded.temperature) == (CU, "xray", 1.7)
+    assert loaded.sin2theta_channel is False and not loaded.model.training
+    np.testing.assert_allclose(loaded.prior, prior / prior.sum())
+    assert loaded.metadata == {"preset": "cpu", "top1": 0.61, "accuracies": {"top5": 0.9}, "sets": ["AMCSD"]}
+    reference = _network(99).state_dict()
+    for key, value in loaded.model.state_dict().items():
+        torch.testing.assert_close(value.cpu(), reference[key])
+    np.testing.assert_allclose(loaded.two_theta, np.linspace(5, 90, 256))
+
+
+@pytest.mark.parametrize("settings,problem", [
+    (dict(kind="extinction_group"), "has 99 classes, the model 230"),
+    (dict(kind="space_group", sin2theta_channel=True), "input channels"),
+    (dict(kind="space_group", prior=[1.0] * 99), "prior must be 230"),
+    (dict(kind="space_group", metadata={"when": object()}), "metadata.when"),
+    (dict(kind="space_group", radiation="electron"), "radiation"),
+])
+def test_save_refuses_contradictions(tmp_path, settings, problem):
+    arguments = dict(wavelength=CU, radiation="xray", **GRID) | settings
+    with pytest.raises(ValueError, match=problem):
+        save_classifier(tmp_path / "x.pt", _network(230), **arguments)
+    assert not list(tmp_path.iterdir())
+
+
+def test_load_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(classify_module, "DEFAULT_MODEL", tmp_path / "models" / "xtal-classify-xray.pt")
+    with pytest.raises(FileNotFoundError, match="notebook 08_measured"):
+        load_classifier()
+    with pytest.raises(FileNotFoundError, match="no such classifier file"):
+        load_classifier(tmp_path / "none.pt")
+    torch.save({"model_state": {}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="not a xtal-classifier/1 classifier file"):
+        load_classifier(tmp_path / "checkpoint.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pt: not a classifier file"):
+        load_classifier(tmp_path / "junk.pt")
+
+
+def test_default_model_path():
+    assert classify_module.DEFAULT_MODEL == ROOT / "models" / "xtal-classify-xray.pt"
+
+
+def test_space_group_model_table(sg_model):
+    two_theta, intensity = _pattern()
+    table = classify(two_theta, intensity, model=sg_model, top=4)
+    assert list(table.columns) == ["kind", "rank", "label", "probability", "members", "symbol",
+                                   "crystal_family"]
+    assert list(table["kind"]) == ["extinction_group"] * 4 + ["space_group"] * 4
+    for kind, rows in table.groupby("kind"):
+        assert list(rows["rank"]) == [1, 2, 3, 4]
+        assert (np.diff(rows["probability"]) <= 0).all() and rows["probability"].sum() <= 1 + 1e-9
+        assert rows["probability"].iloc[0] > rows["probability"].iloc[-1]  # the ranking is not a tie
+    for _, row in table[table["kind"] == "extinction_group"].iterrows():
+        assert row["members"] == list(symmetry.space_groups_in(row["label"]))
+        assert row["symbol"] == symmetry.extinction_table()["symbol"].iloc[row["label"] - 1]
+    for _, row in table[table["kind"] == "space_group"].iterrows():
+        assert row["members"] == [row["label"]]
+        assert row["crystal_family"] == symmetry.crystal_family(row["label"])
+
+
+def test_space_group_symbols():
+    assert classify_module._space_group_symbol(14) == "P2_1/c"
+    assert classify_module._space_group_symbol(225) == "Fm-3m"
+
+
+def test_extinction_groups_are_the_collapse_of_space_groups(sg_model):
+    two_theta, intensity = _pattern()
+    p_sg = sg_model.probabilities(two_theta, intensity, wavelength=CU)
+    assert p_sg.shape == (230,) and p_sg.sum() == pytest.approx(1.0)
+    p_eg = symmetry.collapse_to_extinction_groups(p_sg)
+    table = classify(two_theta, intensity, model=sg_model, top=99)
+    eg_rows = table[table["kind"] == "extinction_group"]
+    np.testing.assert_allclose(eg_rows["probability"], p_eg[eg_rows["label"] - 1])
+    assert list(eg_rows["label"]) == list(np.argsort(-p_eg, kind="stable") + 1)
+    assert eg_rows["probability"].sum() == pytest.approx(1.0)
+    sg_rows = table[table["kind"] == "space_group"]
+    np.testing.assert_allclose(sg_rows["probability"], p_sg[sg_rows["label"] - 1])
+
+
+def test_extinction_group_model_gives_only_extinction_groups(tmp_path):
+    model = load_classifier(_save(tmp_path / "eg.pt", 99, "extinction_group"))
+    two_theta, intensity = _pattern()
+    table = classify(two_theta, intensity, model=model, top=3)
+    assert set(table["kind"]) == {"extinction_group"} and len(table) == 3
+    p = model.probabilities(two_theta, intensity, wavelength=CU)
+    np.testing.assert_allclose(table["probability"], np.sort(p)[::-1][:3])
+    for _, row in table.iterrows():
+        assert row["members"] == list(symmetry.space_groups_in(row["label"]))
+
+
+def test_model_given_as_a_path(sg_path, sg_model):
+    two_theta, intensity = _pattern()
+    by_path = classify(two_theta, intensity, model=sg_path)
+    by_object = classify(two_theta, intensity, model=sg_model)
+    np.testing.assert_allclose(by_path["probability"], by_object["probability"], rtol=1e-6)
+
+
+def test_prior_reweights(tmp_path, sg_model):
+    two_theta, intensity = _pattern()
+    p = sg_model.probabilities(two_theta, intensity, wavelength=CU)
+    unlikely = int(np.argmin(p)) + 1
+    prior = np.full(230, 1e-9)  # far below p(unlikely) / p(most likely)
+    prior[unlikely - 1] = 1.0
+    model = load_classifier(_save(tmp_path / "prior.pt", prior=prior))
+    without = classify(two_theta, intensity, model=model)
+    with_prior = classify(two_theta, intensity, model=model, use_prior=True)
+    assert without.query("kind == 'space_group'")["label"].iloc[0] != unlikely  # the prior is off by default
+    assert with_prior.query("kind == 'space_group'")["label"].iloc[0] == unlikely
+    top_group = with_prior.query("kind == 'extinction_group'")["label"].iloc[0]
+    assert top_group == symmetry.extinction_group(unlikely)
+    expected = p * prior / (p * prior).sum()
+    np.testing.assert_allclose(model.probabilities(two_theta, intensity, wavelength=CU, use_prior=True),
+                               expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="has no prior"):
+        sg_model.probabilities(two_theta, intensity, wavelength=CU, use_prior=True)
+
+
+def test_temperature_flattens(tmp_path, sg_model):
+    two_theta, intensity = _pattern()
+    p1 = sg_model.probabilities(two_theta, intensity, wavelength=CU)
+    hot = load_classifier(_save(tmp_path / "hot.pt", temperature=3.0))
+    p3 = hot.probabilities(two_theta, intensity, wavelength=CU)
+
+    def entropy(p):
+        return -(p * np.log(p)).sum()
+
+    assert entropy(p3) > entropy(p1) and p3.max() < p1.max()
+    expected = p1 ** (1 / 3)  # softmax(z / T) is proportional to softmax(z) ** (1 / T)
+    np.testing.assert_allclose(p3, expected / expected.sum(), rtol=1e-5)
+    assert np.argmax(p3) == np.argmax(p1)
+
+
+def test_other_wavelength_is_moved_through_d_spacing(sg_model):
+    cu_two_theta, cu_intensity = _pattern(CU)
+    mo_two_theta, mo_intensity = _pattern(MO, start=1.9, stop=42.0, step=0.01)
+    p_cu = sg_model.probabilities(cu_two_theta, cu_intensity, wavelength=CU)
+    p_mo = sg_model.probabilities(mo_two_theta, mo_intensity, wavelength=MO)
+    np.testing.assert_allclose(p_mo, p_cu, atol=1e-3)
+    # the same Mo pattern read at a wrong wavelength puts the peaks elsewhere, and the answer changes
+    p_wrong = sg_model.probabilities(mo_two_theta, mo_intensity, wavelength=0.75)
+    assert np.abs(p_wrong - p_cu).max() > 10 * np.abs(p_mo - p_cu).max()
+
+
+def test_negative_intensities_are_clipped(sg_model):
+    # a background-subtracted pattern dips below zero between peaks; those dips are noise, not signal
+    two_theta, intensity = _pattern()
+    subtracted = intensity - 60.0
+    p = sg_model.probabilities(two_theta, subtracted, wavelength=CU)
+    clipped = np.clip(subtracted, 0, None)
+    np.testing.assert_allclose(p, sg_model.probabilities(two_theta, clipped, wavelength=CU))
+    assert np.abs(p - sg_model.probabilities(two_theta, intensity, wavelength=CU)).max() > 1e-3
+
+
+def test_batch_equals_one_by_one(sg_model):
+    two_theta, first = _pattern()
+    _, second = _pattern(peaks=PEAK_D[2:])
+    batch = sg_model.probabilities(two_theta, np.stack([first, second]), wavelength=CU)
+    assert batch.shape == (2, 230)
+    for row, intensity in zip(batch, (first, second)):
+        alone = sg_model.probabilities(two_theta, intensity, wavelength=CU)
+        np.testing.assert_allclose(row, alone, rtol=1e-5)
+    assert np.abs(batch[0] - batch[1]).max() > 1e-3
+
+
+def test_sin2theta_channel_model(tmp_path):
+    model = load_classifier(_save(tmp_path / "sin2.pt", sin2theta_channel=True))
+    assert model.sin2theta_channel
+    table = classify(*_pattern(), model=model)
+    assert len(table) == 10 and np.isfinite(table["probability"]).all()
+
+
+def test_radiation_mismatch(sg_model):
+    with pytest.raises(ValueError, match="trained on xray patterns and cannot classify a neutron"):
+        classify(*_pattern(), radiation="neutron", model=sg_model)
+
+
+# The command.
+
+def test_command_table_and_json(tmp_path, sg_path, capsys):
+    path = _write_xy(tmp_path / "good.xy", *_pattern())
+    main([str(path), "--model", str(sg_path), "--top", "3"])
+    out = capsys.readouterr().out
+    assert "good.xy" in out and "extinction_group" in out and "space_group" in out
+    expected = classify(*_pattern(), model=sg_path, top=3)
+    for label, probability in zip(expected["label"], expected["probability"]):
+        assert f"{probability:.3f}" in out and str(label) in out
+    main([str(path), "--model", str(sg_path), "--top", "3", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["file"] == str(path) and report["model"] == str(sg_path)
+    assert len(report["rows"]) == 6
+    np.testing.assert_allclose([r["probability"] for r in report["rows"]], expected["probability"])
+    assert report["rows"][0]["members"] == list(symmetry.space_groups_in(report["rows"][0]["label"]))
+
+
+def test_command_wavelength(tmp_path, sg_path, capsys):
+    path = _write_xy(tmp_path / "mo.xy", *_pattern(MO, start=1.9, stop=42.0, step=0.01))
+    main([str(path), "--model", str(sg_path), "--wavelength", str(MO), "--json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    expected = classify(*_pattern(), model=sg_path)
+    assert [r["label"] for r in rows][:5] == list(expected["label"])[:5]
+
+
+_BAD = {
+    "nan.xy": "".join(f"{10 + i * 0.5} {np.nan if i == 7 else i % 9}\n" for i in range(200)),
+    "one_column.xy": "".join(f"{10 + i * 0.5}\n" for i in range(200)),
+    "not_monotonic.xy": "".join(f"{10 + (i % 100) * 0.5} {i % 9}\n" for i in range(200)),
+    "far_range.xy": "".join(f"{120 + i * 0.2} {i % 9}\n" for i in range(200)),
+    "empty.xy": "",
+}
+
+
+@pytest.mark.parametrize("name,problem", [
+    ("nan.xy", "NaN"), ("one_column.xy", "expected 2 or 3 columns"),
+    ("not_monotonic.xy", "not strictly increasing"),
+    ("far_range.xy", "of the model's grid"), ("empty.xy", "no numeric rows"), ("missing.xy", "no such file"),
+])
+def test_command_bad_file_one_line_exit_2(tmp_path, sg_path, capsys, name, problem):
+    path = tmp_path / name
+    if name in _BAD:
+        path.write_text(_BAD[name])
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--model", str(sg_path)])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"xtal-classify: error: {path}: ") and problem in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_command_missing_model_and_radiation(tmp_path, capsys):
+    path = _write_xy(tmp_path / "good.xy", *_pattern())
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--model", str(tmp_path / "none.pt")])
+    assert exit_.value.code == 2 and "none.pt: no such classifier file" in capsys.readouterr().err
+    sg = _save(tmp_path / "sg.pt")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--model", str(sg), "--radiation", "neutron"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "neutron" in err
+
+
+def test_command_as_a_module(tmp_path, sg_path):
+    good = _write_xy(tmp_path / "good.xy", *_pattern())
+    bad = tmp_path / "bad.xy"
+    bad.write_text(_BAD["nan.xy"])
+    command = [sys.executable, "-m", "xtal_utils.classify", "--model", str(sg_path)]
+    run = subprocess.run(command + [str(good), "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["rows"][0]["rank"] == 1
+    run = subprocess.run(command + [str(bad)], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.startswith(f"xtal-classify: error: {bad}: ") and run.stderr.count("\n") == 1
+    assert "Traceback" not in run.stderr
+
+
+def test_classifier_is_a_plain_object(sg_model):
+    assert isinstance(sg_model, Classifier) and sg_model.n_classes == 230
+    assert sg_model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")

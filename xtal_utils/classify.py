@@ -1,0 +1,450 @@
+"""Classify a measured powder pattern with a shipped model: the classifier file, the call, the command.
+
+A shipped classifier is one ``torch.save`` file that ``torch.load(weights_only=True)`` reads: only
+tensors, numbers, strings, lists and dicts. It holds the model (``model_spec`` and ``state_dict``), what
+it predicts (``kind``), the grid it was trained on (``two_theta_min``, ``two_theta_max``, ``n_points``,
+``wavelength``, ``radiation``), its calibration ``temperature`` (1.0 = uncalibrated), an optional
+``prior`` over its classes, whether it takes a sin^2(theta) channel, and ``metadata`` (training data,
+preset, date, device, accuracies). :func:`save_classifier` writes one; notebook 08_measured writes the
+default, ``models/xtal-classify-xray.pt``.
+
+A pattern is prepared as the training patterns were: negative intensities clipped to 0, moved onto
+the model's grid through the d-spacing when its wavelength differs
+(:func:`xtal_utils.patterns.resample`), its minimum subtracted and its maximum scaled to 1. Probabilities are ``softmax(logits / temperature)``, optionally
+multiplied by the prior and renormalised. A space-group model also gives extinction-group
+probabilities, by summing over each group's members.
+
+From the shell::
+
+    xtal-classify pattern.xy --wavelength 0.7107 --top 5
+    python -m xtal_utils.classify pattern.xy --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import types
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from xtal_utils import symmetry
+from xtal_utils.config import default_device, to_jsonable
+from xtal_utils.models import add_sin2theta_channel, build_model, model_spec
+from xtal_utils.patterns import PatternFileError, check_pattern, read_pattern, resample
+from xtal_utils.paths import MODELS, ROOT
+
+FORMAT = "xtal-classifier/1"  # written into every file; a reader refuses other formats
+DEFAULT_MODEL = MODELS / "xtal-classify-xray.pt"
+CU_KALPHA1 = 1.5406  # Angstrom
+BATCH_SIZE = 256  # patterns per forward pass; bounds memory for long batches
+RADIATIONS = ("xray", "neutron")
+_KEYS = ("format", "model_spec", "state_dict", "kind", "two_theta_min", "two_theta_max", "n_points",
+         "wavelength", "radiation", "temperature", "prior", "sin2theta_channel", "metadata")
+_PLAIN = (str, int, float, bool, type(None))
+
+
+@dataclass
+class Classifier:
+    """A shipped model, in eval mode on its device, and the settings it was trained with.
+
+    Attributes:
+        model: the network; input (batch, 1 or 2, n_points), output logits (batch, n_classes).
+        kind: 'space_group' (230 classes) or 'extinction_group' (99 classes).
+        two_theta_range: (min, max) of the training grid, degrees 2-theta at ``wavelength``.
+        n_points: samples on that grid.
+        wavelength: Angstrom.
+        radiation: 'xray' or 'neutron'.
+        temperature: logits are divided by it before the softmax; 1.0 = uncalibrated.
+        prior: (n_classes,) class probabilities, or None.
+        sin2theta_channel: whether sin^2(theta) is stacked as a second input channel.
+        metadata: training data, preset, date, device, accuracies.
+        path: the file it was read from, if any.
+    """
+
+    model: nn.Module
+    kind: str
+    two_theta_range: tuple[float, float]
+    n_points: int
+    wavelength: float
+    radiation: str
+    temperature: float = 1.0
+    prior: np.ndarray | None = None
+    sin2theta_channel: bool = False
+    metadata: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def n_classes(self) -> int:
+        return symmetry.n_classes(self.kind)
+
+    @property
+    def two_theta(self) -> np.ndarray:
+        """(n_points,) the model's grid, degrees 2-theta at :attr:`wavelength`."""
+        return np.linspace(*self.two_theta_range, self.n_points)
+
+    def prepare(self, two_theta, intensity, *, wavelength: float, source="pattern") -> np.ndarray:
+        """Check a pattern and put it on the model's grid, as the training patterns were.
+
+        Negative intensities (from a subtracted background) are clipped to 0; then the pattern is
+        moved onto the grid through d (:func:`xtal_utils.patterns.resample`), its minimum subtracted
+        and its maximum scaled to 1.
+
+        Args:
+            two_theta: (n,) degrees at ``wavelength`` (Angstrom), strictly increasing.
+            intensity: (n,) one pattern, or (batch, n) patterns sharing ``two_theta``.
+            source: names the pattern in error messages (a file name).
+
+        Returns:
+            (batch, n_points) float32; batch is 1 for a single pattern.
+
+        Raises:
+            PatternFileError: a pattern that is not usable or does not cover the model's grid.
+        """
+        two_theta = np.asarray(two_theta, dtype=float)
+        rows = np.asarray(intensity, dtype=float)
+        if rows.ndim == 1:
+            rows, names = rows[None], [source]
+        elif rows.ndim == 2:
+            names = [f"{source} (pattern {i + 1})" for i in range(len(rows))]
+        else:
+            raise PatternFileError(source, f"intensity must be (n,) or (batch, n), got shape {rows.shape}")
+        out = np.empty((len(rows), self.n_points), dtype=np.float32)
+        for i, (row, name) in enumerate(zip(rows, names)):
+            check_pattern(two_theta, row, source=name)
+            out[i] = resample(two_theta, np.clip(row, 0.0, None), self.two_theta, wavelength=wavelength,
+                              grid_wavelength=self.wavelength, source=name)
+        return out
+
+    @torch.no_grad()
+    def logits(self, patterns: np.ndarray) -> np.ndarray:
+        """Raw logits (batch, n_classes) of prepared patterns (batch, n_points); no temperature."""
+        x = torch.as_tensor(patterns, dtype=torch.float32, device=self.device)
+        if self.sin2theta_channel:
+            x = add_sin2theta_channel(x, torch.as_tensor(self.two_theta, device=self.device))
+        else:
+            x = x[:, None, :]
+        # cuDNN convolutions default to TF32 (10-bit mantissa); full float32 makes the GPU's answer
+        # the CPU's to float rounding, and one pattern costs little either way
+        tf32 = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            return torch.cat([self.model(chunk).float().cpu() for chunk in x.split(BATCH_SIZE)]).numpy()
+        finally:
+            torch.backends.cudnn.allow_tf32 = tf32
+
+    def probabilities(self, two_theta, intensity, *, wavelength: float, use_prior: bool = False,
+                      source="pattern") -> np.ndarray:
+        """Class probabilities of a pattern in the model's label space.
+
+        Args:
+            two_theta: (n,) degrees at ``wavelength`` (Angstrom).
+            intensity: (n,) or (batch, n).
+            use_prior: multiply by the classifier's prior and renormalise.
+            source: names the pattern in error messages.
+
+        Returns:
+            (n_classes,) for one pattern or (batch, n_classes); column j is label j + 1. float64.
+        """
+        if use_prior and self.prior is None:
+            raise ValueError(f"{self.path or 'this classifier'}: has no prior; leave use_prior off")
+        patterns = self.prepare(two_theta, intensity, wavelength=wavelength, source=source)
+        logits = torch.as_tensor(self.logits(patterns), dtype=torch.float64)
+        probabilities = torch.softmax(logits / self.temperature, dim=1).numpy()
+        if use_prior:
+            probabilities = probabilities * self.prior
+            probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return probabilities[0] if np.ndim(intensity) == 1 else probabilities
+
+
+def _check_plain(value, where: str) -> None:
+    """Raise unless ``value`` is made of strings, numbers, lists and dicts only."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be strings, got {key!r}")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise ValueError(f"{where}: {type(value).__name__} is not a string, number, list or dict")
+
+
+def _check_prior(prior, n: int, where) -> np.ndarray:
+    prior = np.asarray(prior, dtype=float)
+    if prior.shape != (n,) or not np.isfinite(prior).all() or (prior < 0).any() or prior.sum() <= 0:
+        raise ValueError(f"{where}: prior must be {n} finite non-negative probabilities with a positive sum")
+    return prior / prior.sum()
+
+
+def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple[float, float], n_points: int,
+                    wavelength: float, radiation: str, temperature: float = 1.0, prior=None,
+                    sin2theta_channel: bool = False, metadata: dict | None = None) -> Path:
+    """Write a shipped classifier (see the module docstring), atomically.
+
+    Args:
+        path: the file to write; its folder is created.
+        model: a model of :mod:`xtal_utils.models`, trained on patterns of the given grid.
+        kind: 'space_group' or 'extinction_group': what ``model`` predicts.
+        two_theta_range: (min, max) degrees 2-theta of the training grid.
+        n_points: samples on the training grid.
+        wavelength: Angstrom, of the training patterns.
+        radiation: 'xray' or 'neutron'.
+        temperature: from :func:`xtal_utils.evaluate.fit_temperature`; 1.0 = uncalibrated.
+        prior: (n_classes,) class probabilities (normalised here), or None.
+        sin2theta_channel: the model takes sin^2(theta) as a second channel.
+        metadata: strings, numbers, lists and dicts: training data, preset, date, device, accuracies.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: settings that contradict the model or each other.
+    """
+    path = Path(path)
+    n = symmetry.n_classes(kind)
+    spec = to_jsonable(model_spec(model))
+    if spec["config"]["n_classes"] != n:
+        raise ValueError(f"a {kind} classifier has {n} classes, the model {spec['config']['n_classes']}")
+    if spec["config"]["in_channels"] != (2 if sin2theta_channel else 1):
+        raise ValueError(f"the model takes {spec['config']['in_channels']} input channels; "
+                         f"sin2theta_channel={sin2theta_channel} needs {2 if sin2theta_channel else 1}")
+    two_theta_min, two_theta_max = (float(v) for v in two_theta_range)
+    if not 0 < two_theta_min < two_theta_max < 180:
+        raise ValueError(f"two_theta_range must be increasing degrees within (0, 180), got {two_theta_range}")
+    if radiation not in RADIATIONS:
+        raise ValueError(f"radiation must be one of {RADIATIONS}, got {radiation!r}")
+    if not wavelength > 0 or not temperature > 0:
+        raise ValueError("wavelength (Angstrom) and temperature must be positive")
+    metadata = to_jsonable(dict(metadata or {}))
+    _check_plain(metadata, "metadata")
+    state = {
+        "format": FORMAT,
+        "model_spec": spec,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "kind": kind,
+        "two_theta_min": two_theta_min,
+        "two_theta_max": two_theta_max,
+        "n_points": int(n_points),
+        "wavelength": float(wavelength),
+        "radiation": radiation,
+        "temperature": float(temperature),
+        "prior": None if prior is None else _check_prior(prior, n, "save_classifier").tolist(),
+        "sin2theta_channel": bool(sin2theta_channel),
+        "metadata": metadata,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_classifier(path=None, *, device=None) -> Classifier:
+    """Read a classifier file; ``path=None`` reads the default shipped model.
+
+    The model is put in eval mode on ``device`` (default: CUDA when available, else the CPU).
+
+    Raises:
+        FileNotFoundError: no such file (for the default model, saying how to make it).
+        ValueError: the file is not a classifier of this format.
+    """
+    if path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise FileNotFoundError(
+                f"no default classifier at {DEFAULT_MODEL}: run notebook 08_measured "
+                "(xtal-study --only 08), which trains it and writes it with save_classifier, "
+                "or pass a model path")
+        path = DEFAULT_MODEL
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such classifier file")
+    device = default_device(device)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # pickle, zip and unpickler errors all mean: not our file
+        raise ValueError(f"{path}: not a classifier file ({type(error).__name__})") from None
+    missing = [k for k in _KEYS if not isinstance(state, dict) or k not in state]
+    if missing or state["format"] != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise ValueError(f"{path}: not a {FORMAT} classifier file "
+                         f"({'missing ' + ', '.join(missing) if missing else f'format {found!r}'})")
+    if state["kind"] not in symmetry.KINDS or state["radiation"] not in RADIATIONS:
+        raise ValueError(f"{path}: unknown kind {state['kind']!r} or radiation {state['radiation']!r}")
+    n = symmetry.n_classes(state["kind"])
+    try:
+        model = build_model(state["model_spec"])
+        model.load_state_dict(state["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(f"{path}: the weights do not fit the model spec ({type(error).__name__})") from None
+    prior = state["prior"]
+    return Classifier(
+        model=model.to(device).eval(),
+        kind=state["kind"],
+        two_theta_range=(state["two_theta_min"], state["two_theta_max"]),
+        n_points=state["n_points"],
+        wavelength=state["wavelength"],
+        radiation=state["radiation"],
+        temperature=state["temperature"],
+        prior=None if prior is None else _check_prior(prior, n, path),
+        sin2theta_channel=state["sin2theta_channel"],
+        metadata=state["metadata"],
+        path=path,
+    )
+
+
+@cache
+def _space_group_symbol(space_group: int) -> str:
+    """Hermann-Mauguin symbol of a space group in spglib's reference setting, e.g. 'P2_1/c'."""
+    import spglib
+
+    return spglib.get_spacegroup_type(symmetry._hall_numbers()[space_group]).international_short
+
+
+def _top_rows(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
+    order = np.argsort(-probabilities, kind="stable")[:top]
+    table = symmetry.extinction_table()
+    rows = []
+    for rank, index in enumerate(order, start=1):
+        label = int(index) + 1
+        if kind == "extinction_group":
+            members = [int(sg) for sg in table["space_groups"].iloc[index]]
+            symbol = table["symbol"].iloc[index]
+        else:
+            members, symbol = [label], _space_group_symbol(label)
+        rows.append({"kind": kind, "rank": rank, "label": label, "probability": float(probabilities[index]),
+                     "members": members, "symbol": symbol,
+                     "crystal_family": symmetry.crystal_family(members[0])})
+    return rows
+
+
+def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation: str = "xray", top: int = 5,
+             model: Classifier | str | Path | None = None, use_prior: bool = False,
+             source="pattern") -> pd.DataFrame:
+    """The most probable extinction groups (and space groups) of one measured pattern.
+
+    Args:
+        two_theta: (n,) degrees 2-theta at ``wavelength``, strictly increasing.
+        intensity: (n,) counts or any linear intensity scale.
+        wavelength: Angstrom, of the measurement; the pattern is moved onto the model's grid through d.
+        radiation: 'xray' or 'neutron'; must be the model's.
+        top: rows per kind.
+        model: a :class:`Classifier`, a path to a classifier file, or None for the default shipped model.
+        use_prior: multiply by the classifier's prior (its training-set class frequencies, say).
+        source: names the pattern in error messages.
+
+    Returns:
+        DataFrame with columns kind ('extinction_group', then 'space_group' for a space-group model),
+        rank (1..top), label (1-based group number), probability, members (list of the space groups
+        in the row's group; a space-group row lists itself), symbol (the extinction symbol, or the
+        Hermann-Mauguin symbol of a space group) and crystal_family (which tells apart extinction
+        symbols shared by two families, such as 'P - - -').
+
+    Raises:
+        ValueError: radiation unlike the model's; PatternFileError (a ValueError) for a bad pattern.
+    """
+    classifier = model if isinstance(model, Classifier) else load_classifier(model)
+    if radiation != classifier.radiation:
+        raise ValueError(f"the classifier was trained on {classifier.radiation} patterns and cannot "
+                         f"classify a {radiation} pattern; give a {radiation} model")
+    if np.ndim(intensity) != 1:
+        raise ValueError("classify takes one pattern; use Classifier.probabilities for a batch")
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    probabilities = classifier.probabilities(two_theta, intensity, wavelength=wavelength, use_prior=use_prior,
+                                             source=source)
+    rows = []
+    if classifier.kind == "space_group":
+        rows += _top_rows(symmetry.collapse_to_extinction_groups(probabilities), "extinction_group", top)
+    rows += _top_rows(probabilities, classifier.kind, top)
+    return pd.DataFrame(rows, columns=["kind", "rank", "label", "probability", "members", "symbol",
+                                       "crystal_family"])
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The rows of :func:`classify` as aligned text, one block per kind, members comma-separated."""
+    blocks = []
+    for kind, rows in table.groupby("kind", sort=False):
+        shown = pd.DataFrame({
+            "rank": rows["rank"],
+            kind: rows["label"],
+            "symbol": rows["symbol"],
+            "family": rows["crystal_family"],
+            "probability": [f"{p:.3f}" for p in rows["probability"]],
+        })
+        lines = shown.to_string(index=False).splitlines()
+        if kind == "extinction_group":  # members last and left-aligned: the lists differ in length
+            members = [", ".join(map(str, m)) for m in rows["members"]]
+            lines = [f"{line}  {extra}" for line, extra in zip(lines, ["space groups", *members])]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``xtal-classify FILE``: print the most probable groups of a measured pattern file.
+
+    Exits with status 2 and one line on stderr for a file that cannot be read or used.
+    """
+    parser = argparse.ArgumentParser(
+        prog="xtal-classify", description="Extinction group and space group of a powder pattern file "
+        "(2-theta in degrees, intensity[, sigma]; .xy, .xye, .csv, .dat).")
+    parser.add_argument("file", type=Path, help="the pattern file")
+    parser.add_argument("--wavelength", type=float, default=CU_KALPHA1,
+                        help=f"of the measurement, Angstrom (default: {CU_KALPHA1}, Cu K-alpha 1)")
+    parser.add_argument("--radiation", choices=RADIATIONS, default="xray", help="(default: xray)")
+    parser.add_argument("--top", type=int, default=5, help="rows per kind (default: 5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--model", type=Path,
+                        help=f"classifier file (default: {DEFAULT_MODEL.relative_to(ROOT)})")
+    parser.add_argument("--prior", action="store_true", help="weight by the classifier's prior")
+    args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error(f"--top must be at least 1, got {args.top}")
+    if not args.wavelength > 0:
+        parser.error(f"--wavelength must be positive (Angstrom), got {args.wavelength}")
+    try:
+        two_theta, intensity = read_pattern(args.file)
+        classifier = load_classifier(args.model)
+        table = classify(two_theta, intensity, wavelength=args.wavelength, radiation=args.radiation,
+                         top=args.top, model=classifier, use_prior=args.prior, source=args.file)
+    except (PatternFileError, FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
+    model_name = str(classifier.path)
+    if args.json:
+        print(json.dumps({"file": str(args.file), "model": model_name, "wavelength": args.wavelength,
+                          "radiation": args.radiation, "prior": args.prior,
+                          "rows": to_jsonable(table.to_dict(orient="records"))}, indent=2))
+        return
+    print(f"file:  {args.file}  ({args.wavelength:g} A, {args.radiation})")
+    print(f"model: {model_name}  ({classifier.kind}, {classifier.two_theta_range[0]:g}-"
+          f"{classifier.two_theta_range[1]:g} deg at {classifier.wavelength:g} A, "
+          f"T = {classifier.temperature:.3g}{', with prior' if args.prior else ''})")
+    print()
+    print(format_table(table))
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``xtal_utils.classify(two_theta, intensity, ...)`` call :func:`classify` while
+    ``xtal_utils.classify`` stays this module (``load_classifier``, ``Classifier``, ... still reachable)."""
+
+    def __call__(self, *args, **kwargs) -> pd.DataFrame:
+        return classify(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    sys.exit(main())

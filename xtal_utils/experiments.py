@@ -1,0 +1,278 @@
+"""What the study's notebooks share: the data sets, their cached patterns, and train-then-score.
+
+The notebooks stay thin by calling these recipes:
+
+- :func:`amcsd_set` and :func:`balanced_set` give a :class:`CrystalSet` (structure arrays, true space
+  groups, and the key that identifies them);
+- :meth:`CrystalSet.patterns` simulates every crystal once per :class:`Grid` and caches the result in
+  ``data/cache/patterns/<key>/``; a crystal the simulator cannot handle becomes a NaN row, is counted,
+  and is left out of every split;
+- :func:`real_splits` and :func:`random_splits` give index arrays (train, validation, test);
+- :func:`train_and_score` trains one model (cached by :func:`xtal_utils.train.train_cached`, so a later
+  notebook that asks for the same model, data and seed reuses it) and scores it on named test sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from xtal_utils import crystals, evaluate
+from xtal_utils.config import cache_dir, cache_key, default_device, write_json_atomic
+from xtal_utils.datasets import PatternSource, SimulatedSource
+from xtal_utils.diffraction import Augmentation, PowderSimulator
+from xtal_utils.models import MODELS
+from xtal_utils.structures import StructureBatch
+from xtal_utils.symmetry import n_classes
+from xtal_utils.train import TrainConfig, predict, train_cached
+
+SIMULATE_CHUNK = 512  # structures per simulate() call while filling a pattern cache
+
+# What measured laboratory patterns show and clean simulations lack (see notebook 08): broader and
+# varied peaks, a small zero error, texture, a smooth background and counting noise.
+REALISTIC = Augmentation(
+    fwhm_scale=(0.7, 2.0), crystallite_size=(30.0, 300.0), strain=0.003, zero_shift=0.08,
+    march_dollase=(0.7, 1.3), background=0.3, poisson_counts=(200.0, 20000.0), intensity_scale=None)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """How a set of patterns is simulated: radiation, 2-theta grid and peak width."""
+
+    n_points: int = 2048
+    two_theta_min: float = 5.0  # degrees
+    two_theta_max: float = 90.0  # degrees
+    fwhm: float = 0.1  # degrees, Gaussian
+    radiation: str = "xray"
+    wavelength: float = 1.5406  # Angstrom
+
+    def simulator(self, device=None) -> PowderSimulator:
+        return PowderSimulator(radiation=self.radiation, wavelength=self.wavelength,
+                               two_theta_range=(self.two_theta_min, self.two_theta_max),
+                               n_points=self.n_points, fwhm=self.fwhm, device=default_device(device))
+
+    @property
+    def two_theta(self) -> np.ndarray:
+        return np.linspace(self.two_theta_min, self.two_theta_max, self.n_points)
+
+
+def _digest(index) -> str:
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(index, dtype=np.int64)).tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class CrystalSet:
+    """Crystals with their labels, and the key that identifies them in every cache.
+
+    Attributes:
+        name: a short label for tables ('AMCSD', 'balanced').
+        key: a JSON-able description precise enough to tell two sets apart (hashed into cache keys).
+        structures: the structure arrays, n crystals.
+        space_groups: (n,) true space groups.
+        table: the database table aligned with ``structures`` (real databases only).
+    """
+
+    name: str
+    key: dict
+    structures: StructureBatch
+    space_groups: np.ndarray
+    table: pd.DataFrame | None = None
+    _patterns: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.space_groups)
+
+    def patterns(self, grid: Grid, *, progress: bool = True) -> np.ndarray:
+        """(n, n_points) clean simulated patterns, NaN rows for crystals that failed (cached)."""
+        if grid in self._patterns:
+            return self._patterns[grid]
+        folder = cache_dir("patterns", {"crystals": self.key, "grid": dataclasses.asdict(grid)})
+        path = folder / "patterns.npy"
+        if not path.exists():
+            simulator = grid.simulator()
+            out = np.full((len(self), grid.n_points), np.nan, dtype=np.float32)
+            failures: dict[str, int] = {}
+            starts = range(0, len(self), SIMULATE_CHUNK)
+            for start in tqdm(starts, desc=f"simulating {self.name}", disable=not progress, leave=False):
+                rows = np.arange(start, min(start + SIMULATE_CHUNK, len(self)))
+                try:
+                    out[rows] = simulator.simulate(self.structures[rows])
+                except ValueError:  # one bad crystal: do the chunk one by one and count the bad ones
+                    for i in rows:
+                        try:
+                            out[i] = simulator.simulate(self.structures[np.array([i])])[0]
+                        except ValueError as error:
+                            reason = str(error).split(":")[-1].strip()[:80]
+                            failures[reason] = failures.get(reason, 0) + 1
+            tmp = path.with_name(f".patterns.{os.getpid()}.npy")
+            np.save(tmp, out)
+            os.replace(tmp, path)
+            write_json_atomic(folder / "failures.json", failures)
+        self._patterns[grid] = np.load(path, mmap_mode="r")
+        return self._patterns[grid]
+
+    def valid(self, grid: Grid) -> np.ndarray:
+        """(n,) bool: crystals whose pattern could be simulated on ``grid``."""
+        return ~np.isnan(self.patterns(grid)[:, 0])
+
+
+def amcsd_set(limit: int | None = None) -> CrystalSet:
+    """Every AMCSD entry kept by :func:`xtal_utils.crystals.load_amcsd`, in table order."""
+    table = crystals.load_amcsd(limit=limit, structures=False)
+    config = crystals.databases.amcsd_config(limit)
+    batch = StructureBatch.load(cache_dir("amcsd", config) / "structures.h5")
+    if len(batch) != len(table):
+        raise RuntimeError(f"the AMCSD cache {cache_dir('amcsd', config)} is inconsistent; delete it")
+    return CrystalSet("AMCSD", {"amcsd": cache_key(config)}, batch, table["space_group"].to_numpy(), table)
+
+
+def balanced_set(n_per_group: int, seed: int, *, workers: int | None = None) -> CrystalSet:
+    """Random crystals, ``n_per_group`` per extinction group, generated once and then read from cache."""
+    config = crystals.RandomCrystalConfig(n_per_group=n_per_group, balance="extinction_group", seed=seed)
+    crystals.generate(config, workers=workers)
+    batch, slots = crystals.load_generated(config)
+    return CrystalSet("balanced", {"random_crystals": cache_key(dataclasses.asdict(config))}, batch,
+                      slots[:, 0].copy())
+
+
+def real_splits(data: CrystalSet, *, deduplicated: bool, condition: str, seed: int,
+                valid: np.ndarray | None = None, fractions=(0.8, 0.1, 0.1)) -> tuple[dict, float]:
+    """Train/validation/test indices into a real database, and the measured leakage of the split.
+
+    Args:
+        data: from :func:`amcsd_set`.
+        deduplicated: keep one entry per (reduced formula, space group) first.
+        condition: 'deduplicated' (whole groups go to one split) or 'duplicated' (a random split
+            of entries, which lets twins straddle train and test).
+        seed: seeds the split.
+        valid: (n,) bool of usable entries (e.g. :meth:`CrystalSet.valid`).
+        fractions: shares of train, validation and test.
+
+    Returns:
+        ``{'train', 'validation', 'test'}`` -> index arrays, and the share of test entries with a
+        twin in train.
+    """
+    table = data.table.reset_index(drop=True)
+    if valid is not None:
+        table = table[np.asarray(valid)]
+    if deduplicated:
+        table = crystals.deduplicate(table)
+    names = crystals.split(table, fractions, seed=seed, condition=condition)
+    leak = crystals.leakage(table, names)
+    index = table.index.to_numpy()
+    return {s: index[names == s] for s in ("train", "validation", "test")}, leak
+
+
+def random_splits(n: int, *, seed: int, valid: np.ndarray | None = None, fractions=(0.8, 0.1, 0.1)) -> dict:
+    """Train/validation/test indices of a set of independent crystals, by a seeded permutation."""
+    index = np.arange(n) if valid is None else np.flatnonzero(valid)
+    index = np.random.default_rng(seed).permutation(index)
+    cut = np.round(np.cumsum(fractions)[:-1] * len(index)).astype(int)
+    return dict(zip(("train", "validation", "test"), np.split(index, cut)))
+
+
+def source(data: CrystalSet, grid: Grid, index, kind: str) -> PatternSource:
+    """Stored clean patterns of ``data[index]`` on ``grid``, labelled by ``kind``."""
+    index = np.asarray(index)
+    return PatternSource(np.asarray(data.patterns(grid)[index]), data.space_groups[index], kind)
+
+
+def augmented_source(data: CrystalSet, grid: Grid, index, kind: str, augmentation: Augmentation,
+                     device=None) -> SimulatedSource:
+    """Patterns of ``data[index]`` simulated on the fly, with new ``augmentation`` draws every epoch."""
+    simulator = grid.simulator(device)
+
+    def simulate(batch, generator):
+        return simulator.simulate(batch, augmentation, generator=generator, as_tensor=True)
+
+    return SimulatedSource(data.structures[np.asarray(index)], kind, simulate)
+
+
+def augmented_patterns(data: CrystalSet, grid: Grid, index, augmentation: Augmentation, *, seed: int) -> np.ndarray:
+    """A fixed augmented draw of ``data[index]`` (e.g. a validation set for augmented training), cached."""
+    index = np.asarray(index)
+    folder = cache_dir("patterns", {"crystals": data.key, "grid": dataclasses.asdict(grid), "index": _digest(index),
+                                    "augmentation": dataclasses.asdict(augmentation), "seed": seed})
+    path = folder / "patterns.npy"
+    if not path.exists():
+        out = grid.simulator().simulate(data.structures[index], augmentation, seed=seed)
+        tmp = path.with_name(f".patterns.{os.getpid()}.npy")
+        np.save(tmp, out)
+        os.replace(tmp, path)
+    return np.load(path)
+
+
+@dataclass
+class Trained:
+    """A trained model, what it was trained on, and its scores on each test set."""
+
+    model: torch.nn.Module
+    kind: str
+    history: list
+    scores: dict  # test name -> {'extinction_group_top1': ..., ...}
+    probabilities: dict  # test name -> (n, n_classes)
+    space_groups: dict  # test name -> (n,) true space groups
+    n_train: int
+
+
+def build(model: str, kind: str, **options) -> torch.nn.Module:
+    """A fresh model of class ``model`` ('ResNet1d' or 'Transformer1d') with one output per class."""
+    return MODELS[model](n_classes(kind), **options)
+
+
+def train_and_score(train, validation, tests: dict, *, kind: str, data_key: dict,
+                    config: TrainConfig, model: str = "ResNet1d", model_options: dict | None = None,
+                    name: str = "model") -> Trained:
+    """Train (or load from the model cache) and score on each test set.
+
+    Args:
+        train, validation: sources from :func:`source` or :func:`augmented_source`.
+        tests: test name -> a stored-pattern source.
+        kind: 'space_group' or 'extinction_group'.
+        data_key: identifies the training and validation data (crystal set key, grid, index digests).
+        config: the training config (its seed is the run's seed).
+        model, model_options: the architecture.
+        name: recorded in the cache.
+    """
+    net = build(model, kind, **(model_options or {}))
+    net, history = train_cached(net, train, validation, config, data=data_key, name=name)
+    probabilities, scores, groups = {}, {}, {}
+    for test_name, test in tests.items():
+        probabilities[test_name] = evaluate.softmax(predict(net, test, device=config.device))
+        groups[test_name] = test.space_groups
+        scores[test_name] = evaluate.score(probabilities[test_name], test.space_groups, kind)
+    return Trained(net, kind, history, scores, probabilities, groups, len(train))
+
+
+def data_key(data: CrystalSet, grid: Grid, splits: dict, **extra) -> dict:
+    """The description of training data that the model cache hashes."""
+    return {"crystals": data.key, "grid": dataclasses.asdict(grid),
+            **{f"{s}_index": _digest(index) for s, index in splits.items() if s != "test"}, **extra}
+
+
+def seed_table(rows: list[dict], by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean, standard deviation and count over seeds of ``metrics``, grouped by the columns ``by``."""
+    frame = pd.DataFrame(rows)
+    stats = frame.groupby(by, sort=False)[metrics].agg(["mean", "std", "count"])
+    stats.columns = [f"{m}_{s}" for m, s in stats.columns]
+    return stats.reset_index()
+
+
+def frequency_prior_scores(data: CrystalSet, splits: dict, kind: str, test: str = "test") -> dict:
+    """Scores on ``splits[test]`` of the baseline that always answers the training split's frequencies."""
+    prior = evaluate.frequency_prior(data.space_groups[splits["train"]], kind)
+    truth = data.space_groups[splits[test]]
+    return evaluate.score(np.tile(prior, (len(truth), 1)), truth, kind)
+
+
+def epochs_for(n_train: int, epochs: int, min_steps: int, batch_size: int) -> int:
+    """``epochs``, raised so that a small training set still gets at least ``min_steps`` optimiser steps."""
+    steps_per_epoch = max(1, -(-n_train // batch_size))
+    return max(epochs, -(-min_steps // steps_per_epoch))
