@@ -8,7 +8,9 @@ For every structure and both radiations, three criteria (the issue's "done when"
 - intensities: for every peak above 1% of the strongest in either list, |ours - pymatgen| <= INTENSITY_TOL
   on pymatgen's 0-100 scale;
 - profile: our simulate() pattern against pymatgen's peaks broadened by the same Gaussian on the same
-  grid (computed here, exactly), cosine similarity >= COSINE_MIN.
+  grid (computed here, exactly), cosine similarity >= COSINE_MIN;
+- Laue reduction: simulate() computes one reflection per orbit of the Laue sign changes it finds;
+  the same patterns from every hkl of the half-sphere differ by at most LAUE_TOL.
 Prints pass counts and the worst cases, with AMCSD ids and formulas.
 """
 
@@ -18,6 +20,7 @@ import argparse
 import sys
 import time
 import warnings
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _amcsd import load_amcsd  # noqa: E402
 
-from xtal_utils.diffraction import PowderSimulator  # noqa: E402
+from xtal_utils.diffraction import PowderSimulator, simulator  # noqa: E402
+from xtal_utils.diffraction.laue import laue_sign_flips  # noqa: E402
+from xtal_utils.structures import StructureBatch  # noqa: E402
 from xtal_utils.diffraction.scattering import neutron_table, xray_table  # noqa: E402
 
 POSITION_TOL = 0.01  # degrees 2-theta
 INTENSITY_TOL = 2.0  # on the 0-100 scale
 STRONG = 1.0  # peaks above this % of the strongest are compared
 COSINE_MIN = 0.999
+LAUE_TOL = 1e-5  # on patterns scaled to a maximum of 1; float32 summation order
 FWHM = 0.1  # degrees, Gaussian used for the profile comparison
 WAVELENGTH = 1.5406
 
@@ -102,6 +108,9 @@ def main():
         t0 = time.perf_counter()
         patterns = sim.simulate(structures)
         t_sim = time.perf_counter() - t0
+        flips = laue_sign_flips(StructureBatch.from_structures(structures))
+        with mock.patch.object(simulator, "laue_sign_flips", lambda b: np.zeros((len(b), 3), dtype=bool)):
+            laue_err = np.abs(sim.simulate(structures) - patterns).max(axis=1)
         grid = sim.two_theta
         pad = 8 * FWHM  # pymatgen peaks just outside the range reach into it
         rows = []
@@ -117,7 +126,7 @@ def main():
         pos = np.array([r[3] for r in rows])
         inten = np.array([r[4] for r in rows])
         cosine = np.array([r[5] for r in rows])
-        ok = (pos <= POSITION_TOL) & (inten <= INTENSITY_TOL) & (cosine >= COSINE_MIN)
+        ok = (pos <= POSITION_TOL) & (inten <= INTENSITY_TOL) & (cosine >= COSINE_MIN) & (laue_err <= LAUE_TOL)
         failures += int((~ok).sum())
         n = len(rows)
         print(f"\n{radiation}: {n} structures, simulate() on all in one call took {t_sim:.2f} s")
@@ -126,7 +135,11 @@ def main():
               f"worst {inten.max():.2e}")
         print(f"  cosine >= {COSINE_MIN} after Gaussian FWHM {FWHM}: {(cosine >= COSINE_MIN).sum()}/{n}   "
               f"worst {cosine.min():.6f}, median {np.median(cosine):.6f}")
-        print(f"  all three: {ok.sum()}/{n}")
+        orbit = np.array([{0: 2, 1: 4, 3: 8}[int(k)] for k in flips.sum(axis=1)])
+        print(f"  Laue reduction (sign changes of order 2/4/8: {(orbit == 2).sum()}/{(orbit == 4).sum()}/"
+              f"{(orbit == 8).sum()} structures) within {LAUE_TOL:g} of all hkl: {(laue_err <= LAUE_TOL).sum()}/{n}"
+              f"   worst {laue_err.max():.1e}")
+        print(f"  all four: {ok.sum()}/{n}")
         print("  worst cases by cosine (amcsd id, formula, sites, position err, intensity err, cosine):")
         for r in sorted(rows, key=lambda r: r[5])[:5]:
             print(f"    {r[0]:>6} {r[1]:<24} {r[2]:>4} {r[3]:.2e} {r[4]:.2e} {r[5]:.6f}")

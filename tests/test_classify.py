@@ -331,3 +331,12 @@ def test_command_as_a_module(tmp_path, sg_path):
 def test_classifier_is_a_plain_object(sg_model):
     assert isinstance(sg_model, Classifier) and sg_model.n_classes == 230
     assert sg_model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_package_itself_is_the_call(sg_path):
+    import xtal_utils
+
+    two_theta, intensity = _pattern()
+    table = xtal_utils.classify(two_theta, intensity, model=sg_path, top=3)
+    assert table.equals(classify(two_theta, intensity, model=sg_path, top=3))
+    assert xtal_utils.classify.load_classifier is not None  # still the module

@@ -242,3 +242,47 @@ def test_cuda_matches_cpu():
     aug = Augmentation(fwhm_scale=(0.8, 1.5), crystallite_size=(20, 200), march_dollase=(0.7, 1.3), background=0.1,
                        poisson_counts=(1e3, 1e4))
     assert torch.isfinite(PowderSimulator(device="cuda").simulate(structures, aug, seed=0, as_tensor=True)).all()
+
+
+def _monoclinic(unique_axis: str = "b") -> Structure:
+    """A P2_1/c cell, with its two-fold axis along b (the standard setting) or relabelled to c."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        structure = Structure.from_spacegroup(14, Lattice.monoclinic(5.2, 6.1, 7.3, 104.0), ["Fe", "P", "O"],
+                                              [[0.12, 0.31, 0.27], [0.41, 0.08, 0.19], [0.23, 0.44, 0.06]])
+    if unique_axis == "c":  # a, b, c -> c, a, b: the same crystal, unique axis now the cell's third
+        lattice = structure.lattice.matrix[[2, 0, 1]]
+        structure = Structure(Lattice(lattice), structure.species, structure.frac_coords[:, [2, 0, 1]])
+    return structure
+
+
+def test_laue_sign_flips_in_the_cells_own_setting():
+    from xtal_utils.diffraction.laue import laue_sign_flips
+
+    rutile, quartz, nacl = STRUCTURES["rutile"], STRUCTURES["quartz"], STRUCTURES["NaCl"]
+    shaken = _monoclinic().copy()
+    shaken.translate_sites([0], [0.01, 0.0, 0.0])  # breaks the two-fold axis and the mirror
+    structures = [nacl, rutile, quartz, STRUCTURES["triclinic"], _monoclinic("b"), _monoclinic("c"), shaken,
+                  STRUCTURES["Cu3Au_disordered"]]
+    flips = laue_sign_flips(StructureBatch.from_structures(structures))
+    expected = [[1, 1, 1], [1, 1, 1], [0, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0], [1, 1, 1]]
+    np.testing.assert_array_equal(flips, np.array(expected, dtype=bool))
+    # the same answer when remembered, and for a batch with different padding
+    reversed_batch = StructureBatch.from_structures(structures[::-1])
+    np.testing.assert_array_equal(laue_sign_flips(reversed_batch), flips[::-1])
+
+
+@pytest.mark.parametrize("radiation", ["xray", "neutron"])
+def test_laue_reduction_changes_nothing(radiation, monkeypatch):
+    """Patterns from one reflection per Laue orbit equal those from every hkl of the half-sphere."""
+    import xtal_utils.diffraction.simulator as simulator
+
+    structures = list(STRUCTURES.values()) + [_monoclinic("b"), _monoclinic("c")]
+    sim = PowderSimulator(radiation, WAVELENGTH, RANGE, fwhm=FWHM, device="cpu")
+    aug = Augmentation(fwhm_scale=(0.8, 1.5), crystallite_size=(20, 200), strain=0.01, zero_shift=0.05,
+                       march_dollase=(0.7, 1.3))
+    reduced = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
+    monkeypatch.setattr(simulator, "laue_sign_flips", lambda batch: np.zeros((len(batch), 3), dtype=bool))
+    full = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
+    for a, b in zip(reduced, full):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)

@@ -6,7 +6,7 @@ import nbformat
 import papermill
 import pytest
 
-from xtal_utils.paths import NOTEBOOKS
+from xtal_utils.paths import NOTEBOOKS, RUNS
 from xtal_utils.study import load_preset, numbered_notebooks, run_notebook
 
 NOTEBOOK_FILES = numbered_notebooks()
@@ -154,3 +154,38 @@ def test_08_measured():
     assert classifier.kind == "space_group" and classifier.temperature == pytest.approx(m["temperature"])
     assert classifier.metadata["rruff_dev_eg_top5"] == pytest.approx(m["shipped_eg_top5"])
     assert (resolve(smoke["model_dir"]) / "MODEL_CARD.md").exists()
+
+
+@pytest.mark.notebook
+def test_07_interpretability():
+    m = _run("07_interpretability")
+    assert 0 < m["n_attributed"] <= m["n_test"]
+    assert m["n_marked"] + m["n_mark_failures"] == m["n_attributed"]
+    assert m["n_marked"] >= 0.9 * m["n_attributed"]  # spglib handles nearly every AMCSD structure
+    assert m["spglib_label_agreement"] >= 0.8
+    assert 0.0 <= m["eg_model_extinction_group_top1"] <= 1.0
+    assert 0.0 <= m["sg_model_collapsed_extinction_group_top1"] <= 1.0
+    # Integrated Gradients' completeness: attributions sum to logit(x) - logit(0)
+    assert m["ig_completeness_error"] == max(m["ig_completeness_error_eg"], m["ig_completeness_error_sg"])
+    for name in ("eg", "sg", "untrained"):
+        assert m[f"ig_completeness_error_{name}_median"] <= m[f"ig_completeness_error_{name}"] < 0.05
+    assert 0.0 < m["allowed_window_coverage"] < 1.0 and 0.0 < m["absent_window_coverage"] < 1.0
+    for name in ("eg", "sg", "untrained"):
+        for suffix in ("", "_saliency"):
+            # an enrichment times its windows' coverage is a share of |attribution|: within [0, 1]
+            assert 0.0 <= m[f"peak_enrichment_{name}{suffix}"] * m["allowed_window_coverage"] <= 1.0 + 1e-9
+            assert 0.0 <= m[f"absent_enrichment_{name}{suffix}"] * m["absent_window_coverage"] <= 1.0 + 1e-9
+        # zero-baseline IG is the input times an averaged gradient: it follows the peaks and is ~0 at
+        # empty absent positions, as the pattern itself is
+        assert m[f"peak_enrichment_{name}"] > 1.0
+        assert m[f"absent_enrichment_{name}"] < 0.5
+    assert m["pattern_peak_enrichment"] > 1.0 and m["pattern_absent_enrichment"] < 0.5
+    # the same seed-0 models as notebook 02, when 02 ran at this preset before
+    path = RUNS / "02_sg_vs_ext" / "smoke" / "metrics.json"
+    if path.exists():
+        runs = {(r["model"], r["seed"]): r for r in json.loads(path.read_text())["runs"]}
+        if ("extinction_group", 0) in runs:
+            assert m["eg_model_extinction_group_top1"] == pytest.approx(
+                runs["extinction_group", 0]["extinction_group_top1"])
+            assert m["sg_model_collapsed_extinction_group_top1"] == pytest.approx(
+                runs["space_group", 0]["extinction_group_top1"])

@@ -6,5 +6,12 @@ The stages, in the order data flows through them: ``symmetry`` (labels), ``cryst
 
 __version__ = "0.1.0"
 
-# ``xtal_utils.classify(two_theta, intensity, wavelength=..., top=5)`` is the module, made callable.
-from xtal_utils import classify  # noqa: E402,F401
+
+def __getattr__(name):
+    # ``xtal_utils.classify(two_theta, intensity, wavelength=..., top=5)``: the module, made callable,
+    # imported on first use (an eager import here would make ``python -m xtal_utils.classify`` warn)
+    if name == "classify":
+        import importlib
+
+        return importlib.import_module("xtal_utils.classify")
+    raise AttributeError(f"module 'xtal_utils' has no attribute {name!r}")

@@ -34,12 +34,14 @@ from xtal_utils.symmetry import n_classes
 from xtal_utils.train import TrainConfig, predict, train_cached
 
 SIMULATE_CHUNK = 512  # structures per simulate() call while filling a pattern cache
+PATTERN_CACHE_BYTES = 8e9  # larger pattern sets (paper scale) are simulated on the fly instead of stored
 
 # What measured laboratory patterns show and clean simulations lack (see notebook 08): broader and
-# varied peaks, a small zero error, texture, a smooth background and counting noise.
+# varied peaks, a small zero error, strong texture, a weak residual background (published patterns
+# are often background-subtracted) and counting noise.
 REALISTIC = Augmentation(
     fwhm_scale=(0.7, 2.0), crystallite_size=(30.0, 300.0), strain=0.003, zero_shift=0.08,
-    march_dollase=(0.7, 1.3), background=0.3, poisson_counts=(200.0, 20000.0), intensity_scale=None)
+    march_dollase=(0.5, 1.5), background=0.1, poisson_counts=(100.0, 20000.0), intensity_scale=None)
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,15 @@ class CrystalSet:
     def __len__(self) -> int:
         return len(self.space_groups)
 
+    def stored(self, grid: Grid) -> bool:
+        """Whether the patterns on ``grid`` fit the pattern cache (else they are simulated when needed)."""
+        return len(self) * grid.n_points * 4 <= PATTERN_CACHE_BYTES
+
     def patterns(self, grid: Grid, *, progress: bool = True) -> np.ndarray:
         """(n, n_points) clean simulated patterns, NaN rows for crystals that failed (cached)."""
+        if not self.stored(grid):
+            raise MemoryError(f"{self.name}: {len(self)} patterns of {grid.n_points} points exceed "
+                              f"PATTERN_CACHE_BYTES; use source(), which simulates them on the fly")
         if grid in self._patterns:
             return self._patterns[grid]
         folder = cache_dir("patterns", {"crystals": self.key, "grid": dataclasses.asdict(grid)})
@@ -119,7 +128,9 @@ class CrystalSet:
         return self._patterns[grid]
 
     def valid(self, grid: Grid) -> np.ndarray:
-        """(n,) bool: crystals whose pattern could be simulated on ``grid``."""
+        """(n,) bool: crystals whose pattern could be simulated on ``grid`` (all, for on-the-fly sets)."""
+        if not self.stored(grid):
+            return np.ones(len(self), dtype=bool)
         return ~np.isnan(self.patterns(grid)[:, 0])
 
 
@@ -179,8 +190,13 @@ def random_splits(n: int, *, seed: int, valid: np.ndarray | None = None, fractio
 
 
 def source(data: CrystalSet, grid: Grid, index, kind: str) -> PatternSource:
-    """Stored clean patterns of ``data[index]`` on ``grid``, labelled by ``kind``."""
+    """Clean patterns of ``data[index]`` on ``grid``, labelled by ``kind``: stored, or simulated on the fly
+    on the training device when the set is too large to store (paper scale)."""
     index = np.asarray(index)
+    if not data.stored(grid):
+        simulator = grid.simulator()
+        return SimulatedSource(data.structures[index], kind,
+                               lambda batch, generator: simulator.simulate(batch, as_tensor=True))
     return PatternSource(np.asarray(data.patterns(grid)[index]), data.space_groups[index], kind)
 
 

@@ -104,6 +104,8 @@ def render(row: torch.Tensor, position: torch.Tensor, intensity: torch.Tensor, n
     spec = torch.fft.rfft(buffer.view(padded_rows, n_bins, n_fft), dim=-1)
     if spectrum.shape[0] > 1:
         spectrum = torch.nn.functional.pad(spectrum, (0, 0, 0, 0, 0, padded_rows - n_rows))
-    torch.view_as_real(spec).mul_(spectrum[..., None])  # a real kernel: no complex promotion
+    # a real kernel: no complex promotion; repeated for the real and imaginary parts so that the
+    # product runs over contiguous memory
+    torch.view_as_real(spec).mul_(torch.stack([spectrum, spectrum], dim=-1))
     out = torch.fft.irfft(spec.sum(dim=1) if n_bins > 1 else spec[:, 0], n=n_fft, dim=-1)
     return out[:n_rows, offset: offset + n_points]

@@ -11,6 +11,8 @@ import torch
 from xtal_utils.config import default_device
 from xtal_utils.diffraction import profile as _profile
 from xtal_utils.diffraction.augment import Augmentation
+from xtal_utils.diffraction.laue import _cache as _laue_cache
+from xtal_utils.diffraction.laue import laue_sign_flips
 from xtal_utils.diffraction.scattering import XRAY_SCALE, neutron_table, symbol, xray_table
 from xtal_utils.structures import StructureBatch
 
@@ -25,6 +27,8 @@ WIDTH_SAMPLES = 33  # 2-theta samples used to find each pattern's range of peak 
 BYTES_PER_HKL = 400  # rough device memory per hkl of a box in one pass (phases, S, reflections)
 FORM_FACTOR_POINTS = 1024  # s^2 samples of the form-factor table
 EXP_FLOOR = 80.0  # exp(-x) for x > 80 is below float32's normal range (and slow as a denormal)
+TABLE_CACHE_SIZE = 4096  # (element, B) form-factor tables remembered, 8 kB each in float32
+_TABLE_CACHE: dict[tuple, torch.Tensor] = {}  # (radiation, Z, B, s^2 top, dtype, device) -> (points, 2)
 
 
 @dataclasses.dataclass
@@ -73,13 +77,17 @@ class _Atoms:
     #                            and its step to the next grid point
     table_top: float  # the largest s^2 of the table, 1/Angstrom^2
     extent: np.ndarray  # (n, 3) hkl box half-widths
+    nonneg: np.ndarray  # (n,) 1, 2 or 3: the last this many box axes start at 0 (see laue.py)
     n_atoms: np.ndarray  # (n,)
     n_slots: np.ndarray  # (n,)
 
 
 @dataclasses.dataclass
 class _Group:
-    """Some structures of a batch, padded to one hkl box: |h| <= H, |k| <= K, 0 <= l <= L."""
+    """Some structures of a batch, padded to one hkl box: |h| <= H, |k| <= K, 0 <= l <= L.
+
+    With ``nonneg`` 2, also k >= 0; with 3, also h >= 0 (symmetry-equivalent reflections left out).
+    """
 
     index: torch.Tensor  # (g,) rows of the batch
     recip_metric: torch.Tensor  # (g, 3, 3)
@@ -89,7 +97,13 @@ class _Group:
     slot_key: torch.Tensor  # (g, e)
     atoms: _Atoms
     box: tuple[int, int, int]
+    nonneg: int
     md_axis: torch.Tensor | None  # (g,)
+
+    @property
+    def first(self) -> tuple[int, int, int]:
+        """The lowest h, k and l of the box."""
+        return tuple(0 if axis >= 3 - self.nonneg else -self.box[axis] for axis in range(3))
 
 
 class PowderSimulator:
@@ -99,9 +113,11 @@ class PowderSimulator:
 
     - Reflections: every reciprocal lattice point g = h a* + k b* + l c* with
       2 sin(theta_min)/lambda <= |g| <= 2 sin(theta_max)/lambda; d = 1/|g|, Bragg's law
-      lambda = 2 d sin(theta). All hkl in the sphere are enumerated (none are excluded by symmetry),
+      lambda = 2 d sin(theta). All hkl in the sphere are counted (none are excluded by symmetry),
       so the multiplicity comes from summing reflections of equal 2-theta; Friedel mates g and -g
-      are computed once and counted twice.
+      are computed once and counted twice. In :meth:`simulate`, reflections related by the sign
+      changes of the structure's Laue group (two-fold axes and mirrors along the cell axes, found in
+      the cell's own setting) are also computed once and counted by their number (``laue.py``).
     - Structure factor: F(hkl) = sum_j o_j f_j(s) exp(-B_j s^2) exp(2 pi i (h x_j + k y_j + l z_j)),
       s = sin(theta)/lambda = |g|/2, o_j the site occupancy of species j. X-rays: the form factor
       f(s) = Z - 41.78214 s^2 sum_i a_i exp(-b_i s^2) with pymatgen's coefficients. Neutrons:
@@ -124,7 +140,7 @@ class PowderSimulator:
     Implementation: F over an hkl box is a batched complex matmul per structure,
     F[h, k, l] = sum_e f_e(s) sum_{j in e} o_j Ex[j, h] Ey[j, k] Ez[j, l], where e runs over the
     (element, B) pairs of the structure. The lattice axes are ordered so the box is smallest along
-    l, structures are grouped by box size, and peaks are rendered by one FFT convolution.
+    l, structures are grouped by symmetry and box size, and peaks are rendered by one FFT convolution.
     """
 
     def __init__(self, radiation: str = "xray", wavelength: float = CU_KALPHA1,
@@ -268,6 +284,21 @@ class PowderSimulator:
                 generator = torch.Generator(device=self.device)
                 generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
             params = augmentation.draw(n, generator, self.device, dtype)
+        with torch.inference_mode():  # less per-operation overhead; the result is copied out below
+            out = self._unscaled(batch, augmentation, params, debye_waller_factors, dtype)
+            top = out.amax(dim=1, keepdim=True)
+            if not bool((top > 0).all()):
+                bad = int(torch.nonzero(top[:, 0] <= 0)[0, 0])
+                raise ValueError(self._describe(batch, bad, self._no_reflection_problem()))
+        out = out / top  # an ordinary tensor, which autograd may use
+        if augmentation is not None:
+            out = augmentation.finish(out, params, generator)
+        return out if as_tensor else out.cpu().numpy()
+
+    def _unscaled(self, batch: StructureBatch, augmentation: Augmentation | None, params: dict,
+                  debye_waller_factors, dtype) -> torch.Tensor:
+        """The patterns of :meth:`simulate` before scaling and the finishing augmentations: (n, n_points)."""
+        n = len(batch)
         margin = math.ceil(PEAK_TAIL_FWHM[self.profile] * self._max_fwhm(augmentation) / self.step) + 2
         n_fft = _next_fast_len(self.n_points + 2 * margin)
         lo, hi = self.two_theta_range
@@ -277,11 +308,13 @@ class PowderSimulator:
         hi_ext = min(hi + margin * self.step + shift, 179.999)
         r_lo = 2 * math.sin(math.radians(lo_ext / 2)) / self.wavelength
         r_hi = 2 * math.sin(math.radians(hi_ext / 2)) / self.wavelength
-        out = torch.empty((n, self.n_points), dtype=dtype, device=self.device)
-        for rows in self._passes(batch, r_hi * (1 + strain), n_fft):
+        out = None
+        flips = laue_sign_flips(batch)
+        for rows in self._passes(batch, r_hi * (1 + strain), n_fft, flips):
             sub = {key: value[rows] for key, value in params.items()}
             atoms = self._atoms(batch[rows], r_hi * (1 + strain), debye_waller_factors, dtype=dtype,
-                                device=self.device, permute=True, md_axis=sub.get("march_dollase_axis"))
+                                device=self.device, permute=True, md_axis=sub.get("march_dollase_axis"),
+                                flips=flips[rows])
             chunks = []  # (rows, 2-theta, intensity) of every reflection of this pass
             for group in self._groups(atoms, n_fft=n_fft):
                 in_group = {key: value[group.index] for key, value in sub.items()}
@@ -289,15 +322,13 @@ class PowderSimulator:
                 intensity = self._intensities(group, refl, in_group.get("march_dollase_r"))
                 chunks.append((group.index[refl["row"]], refl["two_theta"], refl["sin2"], intensity))
             for part, patterns in self._render_chunks(chunks, rows.stop - rows.start, sub, margin, n_fft):
-                out[rows.start + part.start: rows.start + part.stop] = patterns
-        top = out.amax(dim=1, keepdim=True)
-        if not bool((top > 0).all()):
-            bad = int(torch.nonzero(top[:, 0] <= 0)[0, 0])
-            raise ValueError(self._describe(batch, bad, self._no_reflection_problem()))
-        out.div_(top)
-        if augmentation is not None:
-            out = augmentation.finish(out, params, generator)
-        return out if as_tensor else out.cpu().numpy()
+                if rows.start + part.start == 0 and rows.start + part.stop == n:
+                    out = patterns  # the whole batch at once: a view, copied once by the division below
+                else:
+                    if out is None:
+                        out = torch.empty((n, self.n_points), dtype=dtype, device=self.device)
+                    out[rows.start + part.start: rows.start + part.stop] = patterns
+        return out
 
     # ---------------------------------------------------------------- stage 0: arrays and groups
 
@@ -332,22 +363,29 @@ class PowderSimulator:
                 f"(d-spacings down to {d_min:.3f} A are reachable); the wavelength is too long for this cell "
                 "or the range too narrow")
 
-    def _passes(self, batch: StructureBatch, r_max: float, n_fft: int) -> list[slice]:
-        """Rows of the batch to simulate together, so that one pass stays within ``max_batch_bytes``."""
+    def _passes(self, batch: StructureBatch, r_max: float, n_fft: int,
+                flips: np.ndarray | None = None) -> list[slice]:
+        """Rows of the batch to simulate together, so that one pass stays within ``max_batch_bytes``.
+
+        ``flips`` (n, 3) are the Laue sign changes of :func:`laue.sign_flips`, which shrink the boxes.
+        """
         n = len(batch)
         extent = np.floor(r_max * np.linalg.norm(batch.lattice, axis=2) + 1e-9)
         atoms = (batch.occupancy > 0).sum(axis=(1, 2))
-        plane = (2 * extent.max(axis=1) + 1) ** 2
-        per_row = (BYTES_PER_HKL * _box_points(np.sort(extent, axis=1)[:, ::-1]) + 16 * atoms * plane
+        extent = np.sort(extent, axis=1)[:, ::-1]
+        plane = (2 * extent[:, 0] + 1) * (2 * extent[:, 1] + 1)  # the hk plane of the phase products
+        nonneg = None if flips is None else _nonneg(flips)
+        per_row = (BYTES_PER_HKL * _box_points(extent, nonneg) + 16 * atoms * plane
                    + 16 * self.width_bins * n_fft)
         rows = max(1, int(self.max_batch_bytes // per_row.max()))
         return [slice(start, min(n, start + rows)) for start in range(0, n, rows)]
 
     def _atoms(self, batch: StructureBatch, r_max: float, debye_waller_factors, *, dtype, device,
-               permute: bool, md_axis=None, table: bool = True) -> _Atoms:
+               permute: bool, md_axis=None, table: bool = True, flips: np.ndarray | None = None) -> _Atoms:
         """Check the batch, flatten site species into atoms, assign scattering slots, move to the device.
 
-        ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for.
+        ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for. ``flips`` (n, 3),
+        each structure's Laue sign changes (:func:`laue.sign_flips`), let its box be cut (with ``permute``).
         """
         n = len(batch)
         n_species = batch.atomic_number.shape[2]
@@ -410,8 +448,16 @@ class PowderSimulator:
         if (extent.max(axis=1) == 0).any():
             raise ValueError(self._describe(batch, int(np.argmax(extent.max(axis=1) == 0)),
                                             self._no_reflection_problem()))
+        nonneg = np.ones(n, dtype=np.int64)
         if permute:  # largest box axis first, so that boxes of different cells line up
-            perm = np.argsort(-extent, axis=1, kind="stable")
+            order_key = -extent.astype(np.float64)
+            if flips is not None:
+                nonneg = _nonneg(flips)
+                # one flip (axis u): the larger other axis goes first and keeps both signs
+                one = np.flatnonzero(nonneg == 2)
+                free = np.argmax(np.where(flips[one], -1, extent[one]), axis=1)
+                order_key[one, free] -= 1e9
+            perm = np.argsort(order_key, axis=1, kind="stable")
             extent = np.take_along_axis(extent, perm, axis=1)
             lattice = np.take_along_axis(lattice, perm[:, :, None], axis=1)
             coords = np.take_along_axis(coords, perm[:, None, :], axis=2)
@@ -427,23 +473,43 @@ class PowderSimulator:
                        slot=put(slot, torch.long), slot_key=put(slot_key, torch.long),
                        key_z=put(pairs[:, 0].astype(np.int64), torch.long), key_b=put(pairs[:, 1]),
                        any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=None,
-                       table_top=(r_max / 2) ** 2 * (1 + 1e-6), extent=extent, n_atoms=n_atoms,
+                       table_top=(r_max / 2) ** 2 * (1 + 1e-6), extent=extent, nonneg=nonneg, n_atoms=n_atoms,
                        n_slots=n_slots)
         if table:
-            grid = torch.linspace(0.0, atoms.table_top, FORM_FACTOR_POINTS, dtype=dtype, device=device)
-            f = self._pair_form_factors(atoms, grid[None, :])  # (p, t)
-            slope = torch.diff(f, dim=1, append=f[:, -1:])
-            atoms.table = torch.stack([f, slope], dim=-1).reshape(-1, 2)  # value and step to the next
+            atoms.table = self._form_factor_table(pairs, atoms.table_top, dtype, device)
         return atoms
+
+    def _form_factor_table(self, pairs: np.ndarray, table_top: float, dtype, device) -> torch.Tensor:
+        """f(s) exp(-B s^2) of (element, B) ``pairs`` (p, 2) on FORM_FACTOR_POINTS values of s^2 up to
+        ``table_top``, with the step to the next value: (p * FORM_FACTOR_POINTS, 2).
+
+        Each pair's rows are remembered (``_TABLE_CACHE``), as the same elements recur in every batch.
+        """
+        keys = [(self.radiation, int(z), float(b), table_top, dtype, str(device)) for z, b in pairs.tolist()]
+        tables = [_TABLE_CACHE.get(key) for key in keys]  # local: another thread may clear the cache
+        missing = [i for i, table in enumerate(tables) if table is None]
+        if missing:
+            grid = torch.linspace(0.0, table_top, FORM_FACTOR_POINTS, dtype=dtype, device=device)
+            z = torch.as_tensor(pairs[missing, 0].astype(np.int64), device=device)
+            b = torch.as_tensor(pairs[missing, 1], device=device).to(dtype)
+            f = self._pair_form_factors(z, b, grid[None, :])  # (q, t)
+            slope = torch.diff(f, dim=1, append=f[:, -1:])
+            rows = torch.stack([f, slope], dim=-1)  # value and step to the next
+            if len(_TABLE_CACHE) + len(missing) > TABLE_CACHE_SIZE:
+                _TABLE_CACHE.clear()
+            for i, row in zip(missing, rows):
+                tables[i] = _TABLE_CACHE[keys[i]] = row
+        return torch.cat(tables)
 
     def _groups(self, atoms: _Atoms, n_fft: int) -> list[_Group]:
         """Structures grouped by hkl box and cut into chunks of at most ``max_batch_bytes``."""
         extent, n_atoms, n_slots = atoms.extent, atoms.n_atoms, atoms.n_slots
         groups = []
-        for members in _group_by_cost(extent, n_atoms, n_slots):
+        for members in _group_by_cost(extent, atoms.nonneg, n_atoms, n_slots):
             box = tuple(int(v) for v in extent[members].max(axis=0))
+            nonneg = int(atoms.nonneg[members[0]])
             m, e = int(n_atoms[members].max()), int(n_slots[members].max())
-            points = (2 * box[0] + 1) * (2 * box[1] + 1) * (box[2] + 1)
+            points = int(_box_points(np.array([box]), np.array([nonneg]))[0])
             per_structure = 8 * points * (2 * e + m // 4 + 12) + 8 * m * (2 * box[0] + 1) * (2 * box[1] + 1)
             chunk = max(1, self.max_batch_bytes // per_structure)
             for start in range(0, len(members), chunk):
@@ -451,7 +517,7 @@ class PowderSimulator:
                 groups.append(_Group(
                     index=idx, recip_metric=atoms.recip_metric[idx], coords=atoms.coords[idx, :m],
                     weight=atoms.weight[idx, :m], slot=atoms.slot[idx, :m], slot_key=atoms.slot_key[idx, :e],
-                    atoms=atoms, box=box,
+                    atoms=atoms, box=box, nonneg=nonneg,
                     md_axis=None if atoms.md_axis is None else atoms.md_axis[idx]))
         return groups
 
@@ -462,14 +528,16 @@ class PowderSimulator:
 
         Returns a dict of (r,) tensors: row (the structure in the group), box (position in the
         flattened hkl box), h, k, l, g2 = |g|^2, sin2 = sin^2 theta, two_theta (degrees) and
-        friedel (2 where the reflection also stands for its mate -g, else 1).
+        friedel (how many reflections it stands for: itself, its mate -g and, by the Laue sign
+        changes, their images; 2 to the number of its non-zero indices that the box keeps >= 0).
         """
         H, K, L = group.box
+        h0, k0, _ = group.first
         G = group.recip_metric
         dtype, device = G.dtype, G.device
-        A, B, C = 2 * H + 1, 2 * K + 1, L + 1
-        h = torch.arange(-H, H + 1, dtype=dtype, device=device)[None, :, None]
-        k = torch.arange(-K, K + 1, dtype=dtype, device=device)[None, None, :]
+        A, B, C = H - h0 + 1, K - k0 + 1, L + 1
+        h = torch.arange(h0, H + 1, dtype=dtype, device=device)[None, :, None]
+        k = torch.arange(k0, K + 1, dtype=dtype, device=device)[None, None, :]
         l = torch.arange(0, L + 1, dtype=dtype, device=device)
         Gc = G.reshape(-1, 9)[:, :, None, None]
         # |g|^2 = T(h, k) + l U(h, k) + G*_33 l^2: only the last two terms span the whole box
@@ -487,9 +555,15 @@ class PowderSimulator:
         box = (hi * B + ki) * C + li
         g2 = g2.reshape(-1).index_select(0, row * (A * B * C) + box)
         sin2 = (0.25 * self.wavelength**2) * g2
-        return {"row": row, "box": box, "h": hi - H, "k": ki - K, "l": li, "g2": g2, "sin2": sin2,
+        h_index, k_index = hi + h0, ki + k0
+        halved = (li > 0).to(dtype)  # indices whose sign the box fixes and which are not zero
+        if group.nonneg >= 2:
+            halved += k_index != 0
+        if group.nonneg == 3:
+            halved += h_index != 0
+        return {"row": row, "box": box, "h": h_index, "k": k_index, "l": li, "g2": g2, "sin2": sin2,
                 "two_theta": torch.rad2deg(2 * torch.asin(torch.sqrt(sin2.clamp(0.0, 1.0)))),
-                "friedel": torch.where(li > 0, 2.0, 1.0).to(dtype)}
+                "friedel": torch.exp2(halved)}
 
     # ---------------------------------------------------------------- stage 2: intensities
 
@@ -500,14 +574,15 @@ class PowderSimulator:
         ``exact`` evaluates the form factors at every reflection instead of interpolating a table.
         """
         H, K, L = group.box
+        h0, k0, _ = group.first
         g, m = group.weight.shape
         e = group.slot_key.shape[1]
         N = max(H, K, L)
         phase = _phases(group.coords, -N, N)  # (g, m, 3, 2N + 1); one call, as these arrays are small
-        ex = phase[:, :, 0, N - H: N + H + 1]  # (g, m, A): exp(2 pi i h x_j)
-        ey = phase[:, :, 1, N - K: N + K + 1]
+        ex = phase[:, :, 0, N + h0: N + H + 1]  # (g, m, A): exp(2 pi i h x_j)
+        ey = phase[:, :, 1, N + k0: N + K + 1]
         ez = phase[:, :, 2, N: N + L + 1] * group.weight[..., None]  # o_j exp(2 pi i l z_j)
-        A, B, C = 2 * H + 1, 2 * K + 1, L + 1
+        A, B, C = H - h0 + 1, K - k0 + 1, L + 1
         P = (ex[:, :, :, None] * ey[:, :, None, :]).reshape(g, m, A * B).transpose(1, 2)  # (g, AB, m)
         Q = torch.zeros((g, m, C, e), dtype=ez.dtype, device=ez.device)  # each atom in its slot's column
         Q.scatter_(3, group.slot[:, :, None, None].expand(g, m, C, 1), ez[..., None])
@@ -530,13 +605,16 @@ class PowderSimulator:
             intensity = intensity * self._march_dollase(group, refl, march_dollase_r)
         return intensity
 
-    def _pair_form_factors(self, atoms: _Atoms, s2: torch.Tensor) -> torch.Tensor:
+    def _pair_form_factors(self, z: torch.Tensor, b: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
         """f(s) exp(-B s^2) of (element, B) pairs at s^2 in 1/Angstrom^2; pairs and s2 broadcast.
+
+        Args:
+            z: (p,) long atomic numbers; b: (p,) B in Angstrom^2; s2: (1 or p, r).
 
         X-rays: pymatgen's form factor times the Debye-Waller factor; neutrons: the Debye-Waller
         factor only (the scattering length is already in the atom weights).
         """
-        z, b = atoms.key_z, atoms.key_b
+        any_b = bool((b != 0).any())
         while z.dim() < s2.dim():
             z, b = z[..., None], b[..., None]
         f = torch.ones_like(s2 * b)
@@ -545,7 +623,7 @@ class PowderSimulator:
             c = torch.as_tensor(coeffs, dtype=s2.dtype, device=s2.device)[z]  # (..., 4, 2)
             decay = torch.exp(-(c[..., 1] * s2[..., None]).clamp_max(EXP_FLOOR))
             f = z.to(s2.dtype) - XRAY_SCALE * s2 * (c[..., 0] * decay).sum(-1)
-        if atoms.any_b:
+        if any_b:
             f = f * torch.exp(-(b * s2).clamp_max(EXP_FLOOR))
         return f
 
@@ -561,7 +639,7 @@ class PowderSimulator:
         if self.radiation == "neutron" and not atoms.any_b:
             return torch.ones((1, slot_key.shape[1]), dtype=s2.dtype, device=s2.device)
         if exact:
-            full = self._pair_form_factors(atoms, s2[None, :])  # (p, r)
+            full = self._pair_form_factors(atoms.key_z, atoms.key_b, s2[None, :])  # (p, r)
             return full.gather(0, slot_key[row].T).T
         u = s2 * ((FORM_FACTOR_POINTS - 1) / atoms.table_top)
         i = u.long().clamp(0, FORM_FACTOR_POINTS - 2)
@@ -614,7 +692,7 @@ class PowderSimulator:
 
     def _max_fwhm(self, augmentation: Augmentation | None) -> float:
         lo, hi = self.two_theta_range
-        theta = torch.deg2rad(torch.linspace(lo, min(hi + 5.0, 179.0), 64, dtype=torch.float64)) / 2
+        theta = torch.linspace(lo, min(hi + 5.0, 179.0), 64, dtype=torch.float64) * (math.pi / 360)
         scale = augmentation.fwhm_scale[1] if augmentation and augmentation.fwhm_scale else 1.0
         size = augmentation.crystallite_size[0] if augmentation and augmentation.crystallite_size else None
         widest = float(self._fwhm(torch.sin(theta) ** 2, size=size).max()) * scale
@@ -673,6 +751,12 @@ class PowderSimulator:
                                bin_fwhm=bins / self.step, **common)
 
 
+def clear_caches() -> None:
+    """Forget the remembered Laue sign changes and form-factor tables (to time a first call)."""
+    _laue_cache.clear()
+    _TABLE_CACHE.clear()
+
+
 def _phases(x: torch.Tensor, first: int, last: int) -> torch.Tensor:
     """exp(2 pi i n x) for n = first..last: (..., last - first + 1) complex."""
     n = torch.arange(first, last + 1, dtype=x.dtype, device=x.device)
@@ -682,31 +766,51 @@ def _phases(x: torch.Tensor, first: int, last: int) -> torch.Tensor:
     return torch.complex(torch.cos(angle), torch.sin(angle))  # several times faster than torch.polar on CPU
 
 
-def _box_points(extent: np.ndarray) -> np.ndarray:
-    return (2 * extent[:, 0] + 1) * (2 * extent[:, 1] + 1) * (extent[:, 2] + 1)
+def _box_points(extent: np.ndarray, nonneg: np.ndarray | None = None) -> np.ndarray:
+    """(n,) hkl points in boxes of half-widths ``extent`` (n, 3) whose last ``nonneg`` axes start at 0."""
+    if nonneg is None:
+        nonneg = np.ones(len(extent), dtype=np.int64)
+    two_sided = np.arange(3)[None, :] < 3 - nonneg[:, None]
+    return np.prod(np.where(two_sided, 2 * extent + 1, extent + 1), axis=1)
 
 
-def _group_by_cost(extent: np.ndarray, n_atoms: np.ndarray, n_slots: np.ndarray) -> list[np.ndarray]:
+def _nonneg(flips: np.ndarray) -> np.ndarray:
+    """(n,) how many box axes can start at 0, from the Laue sign changes ``flips`` (n, 3)."""
+    count = flips.sum(axis=1)
+    return np.where(count == 3, 3, np.where(count == 1, 2, 1))
+
+
+def _group_by_cost(extent: np.ndarray, nonneg: np.ndarray, n_atoms: np.ndarray,
+                   n_slots: np.ndarray) -> list[np.ndarray]:
     """Split structures into groups whose padded cost stays within GROUP_SLACK of their own cost.
 
     The cost of a structure is its hkl box times (atoms x slots + GROUP_OVERHEAD_ATOMS): the
-    phase-matrix product. Structures are visited in order of box size.
+    phase-matrix product. Structures are visited in order of box shape (``nonneg``) and size; a
+    group holds one box shape.
     """
-    cost = (_box_points(extent) * (n_atoms * n_slots + GROUP_OVERHEAD_ATOMS)).tolist()
-    order = np.lexsort((n_atoms * n_slots, extent[:, 2], extent[:, 1], extent[:, 0]))
+    cost = (_box_points(extent, nonneg) * (n_atoms * n_slots + GROUP_OVERHEAD_ATOMS)).tolist()
+    order = np.lexsort((n_atoms * n_slots, extent[:, 2], extent[:, 1], extent[:, 0], nonneg))
     # plain Python numbers in the loop: numpy scalars would cost more than the arithmetic
-    ext, atoms, slots = extent.tolist(), n_atoms.tolist(), n_slots.tolist()
-    groups, current, top, m, e, total = [], [], None, 0, 0, 0.0
+    ext, shape, atoms, slots = extent.tolist(), nonneg.tolist(), n_atoms.tolist(), n_slots.tolist()
+    groups, current, m, e, total = [], [], 0, 0, 0.0
+    h = k = l = -1  # the group's box so far
     for i in order.tolist():
-        candidate = ext[i] if top is None else [max(a, b) for a, b in zip(top, ext[i])]
-        m_new, e_new = max(m, atoms[i]), max(e, slots[i])
-        points = (2 * candidate[0] + 1) * (2 * candidate[1] + 1) * (candidate[2] + 1)
+        fixed = shape[i]
+        if current and fixed != shape[current[-1]]:
+            groups.append(np.array(current))
+            current, total, h, k, l, m, e = [], 0.0, -1, -1, -1, 0, 0
+        hi, ki, li = ext[i]
+        h_new, k_new, l_new = (h if h > hi else hi), (k if k > ki else ki), (l if l > li else li)
+        m_new, e_new = (m if m > atoms[i] else atoms[i]), (e if e > slots[i] else slots[i])
+        points = ((2 * h_new + 1 if fixed < 3 else h_new + 1) * (2 * k_new + 1 if fixed < 2 else k_new + 1)
+                  * (l_new + 1))
         padded = (len(current) + 1) * points * (m_new * e_new + GROUP_OVERHEAD_ATOMS)
         if current and padded > GROUP_SLACK * (total + cost[i]) + GROUP_MIN_COST:
             groups.append(np.array(current))
-            current, total, candidate, m_new, e_new = [], 0.0, ext[i], atoms[i], slots[i]
+            current, total = [], 0.0
+            h_new, k_new, l_new, m_new, e_new = hi, ki, li, atoms[i], slots[i]
         current.append(i)
-        top, m, e = candidate, m_new, e_new
+        h, k, l, m, e = h_new, k_new, l_new, m_new, e_new
         total += cost[i]
     groups.append(np.array(current))
     return groups
