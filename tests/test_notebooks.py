@@ -113,6 +113,7 @@ def test_04_bias():
         for tested in ("biased", "balanced"):
             _check_topk(m, f"{trained}_on_{tested}")
     assert m["slides_finding_holds"] == (m["biased_on_balanced_top1"] < m["balanced_on_biased_top1"])
+    assert m["finding_margin_top1"] == pytest.approx(m["balanced_on_biased_top1"] - m["biased_on_balanced_top1"])
     assert m["n_train"] > 0 and m["n_test_balanced"] > 0 and m["n_test_biased"] > 0
 
 

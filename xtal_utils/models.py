@@ -42,6 +42,8 @@ class Transformer1dConfig:
     n_heads: int = 4
     mlp_ratio: float = 2.0
     dropout: float = 0.1
+    patch_norm: bool = True  # LayerNorm on each patch embedding, so that sparse peaks are not drowned by the
+    #                          unit-amplitude position encodings (without it the model stays at the prior)
 
 
 class BasicBlock1d(nn.Module):
@@ -133,7 +135,7 @@ def _sinusoidal(positions: torch.Tensor, d_model: int) -> torch.Tensor:
 class Transformer1d(nn.Module):
     """A transformer over patches of the pattern (as a ViT, in 1D).
 
-    The pattern is cut into ``patch_size``-sample patches, each embedded linearly; fixed sinusoidal
+    The pattern is cut into ``patch_size``-sample patches, each embedded linearly and layer-normed; fixed sinusoidal
     encodings of the patch centres (as fractions of the grid, so any n_points works) are added, a
     class token is prepended, and ``depth`` pre-norm encoder layers follow. The class token's final
     state gives the logits.
@@ -146,6 +148,7 @@ class Transformer1d(nn.Module):
         super().__init__()
         self.config = config = Transformer1dConfig(n_classes=n_classes, in_channels=in_channels, **kwargs)
         self.embed = nn.Conv1d(in_channels, config.d_model, config.patch_size, stride=config.patch_size)
+        self.embed_norm = nn.LayerNorm(config.d_model) if config.patch_norm else nn.Identity()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.d_model))
         layer = nn.TransformerEncoderLayer(
             config.d_model, config.n_heads, int(config.d_model * config.mlp_ratio),
@@ -160,7 +163,7 @@ class Transformer1d(nn.Module):
         pad = (-x.shape[-1]) % self.config.patch_size
         if pad:
             x = nn.functional.pad(x, (0, pad))
-        tokens = self.embed(x).transpose(1, 2)  # (batch, n_patches, d_model)
+        tokens = self.embed_norm(self.embed(x).transpose(1, 2))  # (batch, n_patches, d_model)
         n_patches = tokens.shape[1]
         centres = (torch.arange(n_patches, device=x.device, dtype=tokens.dtype) + 0.5) / n_patches
         tokens = tokens + _sinusoidal(centres, self.config.d_model)[None]
