@@ -59,6 +59,8 @@ def test_01_data():
     assert m["balanced_extinction_groups_present"] == 99  # every group gets its crystal
     assert m["balanced_effective_classes"] > m["amcsd_effective_classes"]  # flat against skewed
     assert m["spglib_agreement"] >= 0.9
+    assert 0 < m["amcsd_patterns"] <= m["amcsd_kept"]
+    assert 0 < m["balanced_patterns"] <= m["balanced_crystals"]
 
 
 @pytest.mark.notebook
