@@ -134,8 +134,8 @@ def test_space_group_model_table(sg_model):
 
 
 def test_space_group_symbols():
-    assert classify_module._space_group_symbol(14) == "P2_1/c"
-    assert classify_module._space_group_symbol(225) == "Fm-3m"
+    assert symmetry.space_group_symbol(14) == "P2_1/c"
+    assert symmetry.space_group_symbol(225) == "Fm-3m"
 
 
 def test_extinction_groups_are_the_collapse_of_space_groups(sg_model):

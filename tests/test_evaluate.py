@@ -72,3 +72,10 @@ def test_ece_and_temperature():
     before = evaluate.expected_calibration_error(evaluate.softmax(logits), labels)
     after = evaluate.expected_calibration_error(evaluate.softmax(logits / t), labels)
     assert after < before / 2
+
+
+def test_negative_log_likelihood_by_hand():
+    p = np.array([[0.5, 0.5, 0.0], [0.1, 0.2, 0.7]])
+    assert evaluate.negative_log_likelihood(p, np.array([1, 3])) == pytest.approx(-(np.log(0.5) + np.log(0.7)) / 2)
+    assert evaluate.negative_log_likelihood(p, np.array([3, 3]), floor=1e-6) == pytest.approx(
+        -(np.log(1e-6) + np.log(0.7)) / 2)

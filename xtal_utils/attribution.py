@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
+from xtal_utils.symmetry import systematically_absent
+
 METHODS = ("integrated_gradients", "saliency")
 SYMPREC = 0.01  # Angstrom; spglib's distance tolerance (pymatgen's default)
 ANGLE_TOLERANCE = 5.0  # degrees; spglib's angle tolerance (pymatgen's default)
@@ -201,11 +203,7 @@ def reflection_marks(structure, *, wavelength: float, two_theta_range: tuple[flo
     hkl, g = hkl[keep], g[keep]
     two_theta = 2 * np.degrees(np.arcsin(np.clip(g * wavelength / 2, 0.0, 1.0)))
 
-    absent = np.zeros(len(hkl), dtype=bool)
-    for rotation, translation in zip(dataset.rotations, dataset.translations):
-        fixed = np.all(hkl @ rotation == hkl, axis=1)
-        phase = hkl @ translation
-        absent |= fixed & (np.abs(phase - np.rint(phase)) > PHASE_TOL)
+    absent = systematically_absent(hkl, dataset.rotations, dataset.translations, tol=PHASE_TOL)
 
     key = np.rint(two_theta / COINCIDENT_TWO_THETA).astype(np.int64)
     allowed_keys = np.unique(key[~absent])

@@ -28,7 +28,6 @@ import os
 import sys
 import types
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +37,13 @@ from torch import nn
 
 from xtal_utils import symmetry
 from xtal_utils.config import default_device, to_jsonable
+from xtal_utils.diffraction import CU_KALPHA1
 from xtal_utils.models import add_sin2theta_channel, build_model, model_spec
 from xtal_utils.patterns import PatternFileError, check_pattern, read_pattern, resample
 from xtal_utils.paths import MODELS, ROOT
 
 FORMAT = "xtal-classifier/1"  # written into every file; a reader refuses other formats
 DEFAULT_MODEL = MODELS / "xtal-classify-xray.pt"
-CU_KALPHA1 = 1.5406  # Angstrom
 BATCH_SIZE = 256  # patterns per forward pass; bounds memory for long batches
 RADIATIONS = ("xray", "neutron")
 _KEYS = ("format", "model_spec", "state_dict", "kind", "two_theta_min", "two_theta_max", "n_points",
@@ -306,14 +305,6 @@ def load_classifier(path=None, *, device=None) -> Classifier:
     )
 
 
-@cache
-def _space_group_symbol(space_group: int) -> str:
-    """Hermann-Mauguin symbol of a space group in spglib's reference setting, e.g. 'P2_1/c'."""
-    import spglib
-
-    return spglib.get_spacegroup_type(symmetry._hall_numbers()[space_group]).international_short
-
-
 def _top_rows(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
     order = np.argsort(-probabilities, kind="stable")[:top]
     table = symmetry.extinction_table()
@@ -324,7 +315,7 @@ def _top_rows(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
             members = [int(sg) for sg in table["space_groups"].iloc[index]]
             symbol = table["symbol"].iloc[index]
         else:
-            members, symbol = [label], _space_group_symbol(label)
+            members, symbol = [label], symmetry.space_group_symbol(label)
         rows.append({"kind": kind, "rank": rank, "label": label, "probability": float(probabilities[index]),
                      "members": members, "symbol": symbol,
                      "crystal_family": symmetry.crystal_family(members[0])})

@@ -171,3 +171,10 @@ def frequency_prior(space_groups, kind: str, smoothing: float = 0.0) -> np.ndarr
     counts = np.bincount(labels_of(space_groups, kind) - 1, minlength=n_classes(kind)).astype(np.float64)
     counts += smoothing
     return counts / counts.sum()
+
+
+def negative_log_likelihood(probabilities, labels, floor: float = 1e-12) -> float:
+    """Mean -log p(true label); probabilities below ``floor`` count as ``floor``."""
+    probabilities = np.asarray(probabilities)
+    labels = np.asarray(labels)
+    return float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels - 1], floor, None)).mean())

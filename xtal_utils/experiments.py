@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from xtal_utils import crystals, evaluate
 from xtal_utils.config import cache_dir, cache_key, default_device, write_json_atomic
 from xtal_utils.datasets import PatternSource, SimulatedSource
-from xtal_utils.diffraction import Augmentation, PowderSimulator
+from xtal_utils.diffraction import CU_KALPHA1, Augmentation, PowderSimulator
 from xtal_utils.models import MODELS
 from xtal_utils.structures import StructureBatch
 from xtal_utils.symmetry import n_classes
@@ -53,7 +53,7 @@ class Grid:
     two_theta_max: float = 90.0  # degrees
     fwhm: float = 0.1  # degrees, Gaussian
     radiation: str = "xray"
-    wavelength: float = 1.5406  # Angstrom
+    wavelength: float = CU_KALPHA1  # Angstrom
 
     def simulator(self, device=None) -> PowderSimulator:
         return PowderSimulator(radiation=self.radiation, wavelength=self.wavelength,
@@ -63,6 +63,12 @@ class Grid:
     @property
     def two_theta(self) -> np.ndarray:
         return np.linspace(self.two_theta_min, self.two_theta_max, self.n_points)
+
+
+def _save_npy_atomic(path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 def _digest(index) -> str:
@@ -120,9 +126,7 @@ class CrystalSet:
                         except ValueError as error:
                             reason = str(error).split(":")[-1].strip()[:80]
                             failures[reason] = failures.get(reason, 0) + 1
-            tmp = path.with_name(f".patterns.{os.getpid()}.npy")
-            np.save(tmp, out)
-            os.replace(tmp, path)
+            _save_npy_atomic(path, out)
             write_json_atomic(folder / "failures.json", failures)
         self._patterns[grid] = np.load(path, mmap_mode="r")
         return self._patterns[grid]
@@ -218,10 +222,7 @@ def augmented_patterns(data: CrystalSet, grid: Grid, index, augmentation: Augmen
                                     "augmentation": dataclasses.asdict(augmentation), "seed": seed})
     path = folder / "patterns.npy"
     if not path.exists():
-        out = grid.simulator().simulate(data.structures[index], augmentation, seed=seed)
-        tmp = path.with_name(f".patterns.{os.getpid()}.npy")
-        np.save(tmp, out)
-        os.replace(tmp, path)
+        _save_npy_atomic(path, grid.simulator().simulate(data.structures[index], augmentation, seed=seed))
     return np.load(path)
 
 
@@ -234,7 +235,6 @@ class Trained:
     history: list
     scores: dict  # test name -> {'extinction_group_top1': ..., ...}
     probabilities: dict  # test name -> (n, n_classes)
-    space_groups: dict  # test name -> (n,) true space groups
     n_train: int
 
 
@@ -259,26 +259,17 @@ def train_and_score(train, validation, tests: dict, *, kind: str, data_key: dict
     """
     net = build(model, kind, **(model_options or {}))
     net, history = train_cached(net, train, validation, config, data=data_key, name=name)
-    probabilities, scores, groups = {}, {}, {}
+    probabilities, scores = {}, {}
     for test_name, test in tests.items():
         probabilities[test_name] = evaluate.softmax(predict(net, test, device=config.device))
-        groups[test_name] = test.space_groups
         scores[test_name] = evaluate.score(probabilities[test_name], test.space_groups, kind)
-    return Trained(net, kind, history, scores, probabilities, groups, len(train))
+    return Trained(net, kind, history, scores, probabilities, len(train))
 
 
 def data_key(data: CrystalSet, grid: Grid, splits: dict, **extra) -> dict:
     """The description of training data that the model cache hashes."""
     return {"crystals": data.key, "grid": dataclasses.asdict(grid),
             **{f"{s}_index": _digest(index) for s, index in splits.items() if s != "test"}, **extra}
-
-
-def seed_table(rows: list[dict], by: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean, standard deviation and count over seeds of ``metrics``, grouped by the columns ``by``."""
-    frame = pd.DataFrame(rows)
-    stats = frame.groupby(by, sort=False)[metrics].agg(["mean", "std", "count"])
-    stats.columns = [f"{m}_{s}" for m, s in stats.columns]
-    return stats.reset_index()
 
 
 def frequency_prior_scores(data: CrystalSet, splits: dict, kind: str, test: str = "test") -> dict:

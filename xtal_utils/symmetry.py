@@ -116,17 +116,39 @@ def _reflections() -> np.ndarray:
     return hkl
 
 
-@cache
-def absences(space_group: int) -> frozenset[tuple[int, int, int]]:
-    """The systematically absent reflections of a space group with |h|,|k|,|l| <= HKL_MAX."""
-    rotations, translations = _operations(check_space_group(space_group))
-    hkl = _reflections()
+def systematically_absent(hkl, rotations, translations, tol: float = 1e-6) -> np.ndarray:
+    """(n,) bool: reflections forced to zero by the operations (R, t), centring translations included.
+
+    h is absent when some operation has h R = h and h.t not an integer, since then
+    F(h) = exp(2 pi i h.t) F(h). ``tol`` is how near an integer h.t may lie and still count as one
+    (raise it for operations measured from a real structure, whose t carry errors).
+
+    Args:
+        hkl: (n, 3) integer reflections.
+        rotations: (k, 3, 3) integer rotation parts, acting on fractional coordinates.
+        translations: (k, 3) fractional translations.
+    """
+    hkl = np.asarray(hkl)
     absent = np.zeros(len(hkl), dtype=bool)
     for rotation, translation in zip(rotations, translations):
         fixed = np.all(hkl @ rotation == hkl, axis=1)
         phase = hkl @ translation
-        absent |= fixed & (np.abs(phase - np.rint(phase)) > 1e-6)
+        absent |= fixed & (np.abs(phase - np.rint(phase)) > tol)
+    return absent
+
+
+@cache
+def absences(space_group: int) -> frozenset[tuple[int, int, int]]:
+    """The systematically absent reflections of a space group with |h|,|k|,|l| <= HKL_MAX."""
+    hkl = _reflections()
+    absent = systematically_absent(hkl, *_operations(check_space_group(space_group)))
     return frozenset(map(tuple, hkl[absent]))
+
+
+@cache
+def space_group_symbol(space_group: int) -> str:
+    """Short Hermann-Mauguin symbol in spglib's reference setting, e.g. 'P2_1/c' for 14."""
+    return spglib.get_spacegroup_type(_hall_numbers()[check_space_group(space_group)]).international_short
 
 
 def _canonical_absences(space_group: int) -> frozenset:
