@@ -19,12 +19,12 @@ from xtal_utils.structures import StructureBatch
 CU_KALPHA1 = 1.5406  # Angstrom
 TWO_THETA_TOL = 1e-5  # degrees; reflections closer than this are one peak (pymatgen's TWO_THETA_TOL)
 SCALED_INTENSITY_TOL = 1e-3  # peaks at or below this % of the strongest are dropped (as pymatgen does)
-GROUP_SLACK = 3.0  # a group may cost this much more than its structures would alone, to save Python calls
-GROUP_MIN_COST = 3e6  # padding below this cost (box points x atoms x slots) is cheaper than another group
-GROUP_OVERHEAD_ATOMS = 32  # per-hkl work of a group that does not grow with the number of atoms
 PEAK_TAIL_FWHM = {"gaussian": 4.0, "pseudo_voigt": 25.0}  # margin kept beyond the range, in FWHM
 WIDTH_SAMPLES = 33  # 2-theta samples used to find each pattern's range of peak widths
-BYTES_PER_HKL = 400  # rough device memory per hkl of a box in one pass (phases, S, reflections)
+BYTES_PER_HKL = 400  # rough device memory per hkl of a box in one pass (lines, candidates, reflections)
+BYTES_PER_PAIR = 64  # device memory per (reflection, atom) pair while summing structure factors
+PHASE_BITS = 32  # fractional coordinates in fixed point, so that g.r wraps exactly in int32 arithmetic
+LINE_SLACK = 1e-3  # the h range of each line, from the limiting sphere, is widened by this before the exact test
 FORM_FACTOR_POINTS = 1024  # s^2 samples of the form-factor table
 EXP_FLOOR = 80.0  # exp(-x) for x > 80 is below float32's normal range (and slow as a denormal)
 TABLE_CACHE_SIZE = 4096  # (element, B) form-factor tables remembered, 8 kB each in float32
@@ -61,49 +61,38 @@ class Peaks:
 
 
 @dataclasses.dataclass
-class _Atoms:
-    """A batch as device tensors: atoms are site species, padded per structure (weight 0)."""
+class _Chunk:
+    """Structures ``start:stop`` of an :class:`_Atoms`, all padded to the same number of atoms and slots."""
 
-    recip_metric: torch.Tensor  # (n, 3, 3) G* = (L L^T)^-1, 1/Angstrom^2
-    coords: torch.Tensor  # (n, m, 3) fractional
-    weight: torch.Tensor  # (n, m) occupancy (X-ray) or occupancy x b (neutron, fm); 0 = padding
-    slot: torch.Tensor  # (n, m) long, the structure's scattering slot each atom belongs to
-    slot_key: torch.Tensor  # (n, e) long, the (Z, B) pair of each slot, an index into key_z / key_b
-    key_z: torch.Tensor  # (p,) long, atomic number of each distinct pair (0 for neutrons)
+    start: int
+    stop: int
+    feat: torch.Tensor  # (g, 4, m) int32: x, y, z in units of 2^-32 (PHASE_BITS) and the bits of the float32 weight
+    slot: torch.Tensor  # (g, m) long, the scattering slot of each atom
+    slot_key: torch.Tensor  # (g, e) long, the (Z, B) pair of each slot, an index into key_z / key_b
+
+
+@dataclasses.dataclass
+class _Atoms:
+    """A batch as device tensors, its structures reordered by padded atom count (``order``).
+
+    Atoms are site species; a structure's atoms are padded (weight 0) to the next of 1, 2, 3, 4, 6, 8,
+    12, ... (:func:`_padded_atoms`), which depends on the structure alone, so that its pattern does not
+    depend on the other structures of the batch.
+    """
+
+    order: np.ndarray  # (n,) the batch row of each structure here
+    dtype: torch.dtype  # of the intensities and the reflection positions
+    recip_metric: torch.Tensor  # (n, 3, 3) float64 G* = (L L^T)^-1 of the lattice with permuted axes, 1/Angstrom^2
+    chunks: list[_Chunk]  # consecutive structures with the same padded size
+    key_z: torch.Tensor  # (p,) long, atomic number of each distinct (Z, B) pair (0 for neutrons)
     key_b: torch.Tensor  # (p,) isotropic Debye-Waller B, Angstrom^2
     any_b: bool
-    md_axis: torch.Tensor | None  # (n,) long, March-Dollase axis after reordering the lattice axes
+    md_axis: torch.Tensor | None  # (n,) long, March-Dollase axis after permuting the lattice axes
     table: torch.Tensor | None  # (p * FORM_FACTOR_POINTS, 2) f(s) exp(-B s^2) of each pair on a grid of s^2,
     #                            and its step to the next grid point
     table_top: float  # the largest s^2 of the table, 1/Angstrom^2
     extent: np.ndarray  # (n, 3) hkl box half-widths
     nonneg: np.ndarray  # (n,) 1, 2 or 3: the last this many box axes start at 0 (see laue.py)
-    n_atoms: np.ndarray  # (n,)
-    n_slots: np.ndarray  # (n,)
-
-
-@dataclasses.dataclass
-class _Group:
-    """Some structures of a batch, padded to one hkl box: |h| <= H, |k| <= K, 0 <= l <= L.
-
-    With ``nonneg`` 2, also k >= 0; with 3, also h >= 0 (symmetry-equivalent reflections left out).
-    """
-
-    index: torch.Tensor  # (g,) rows of the batch
-    recip_metric: torch.Tensor  # (g, 3, 3)
-    coords: torch.Tensor  # (g, m, 3)
-    weight: torch.Tensor  # (g, m)
-    slot: torch.Tensor  # (g, m)
-    slot_key: torch.Tensor  # (g, e)
-    atoms: _Atoms
-    box: tuple[int, int, int]
-    nonneg: int
-    md_axis: torch.Tensor | None  # (g,)
-
-    @property
-    def first(self) -> tuple[int, int, int]:
-        """The lowest h, k and l of the box."""
-        return tuple(0 if axis >= 3 - self.nonneg else -self.box[axis] for axis in range(3))
 
 
 class PowderSimulator:
@@ -137,10 +126,11 @@ class PowderSimulator:
     (U_ij), the K-alpha2 line, peak asymmetry (axial divergence), sample displacement other than the
     optional zero shift, incoherent neutron scattering, magnetic scattering.
 
-    Implementation: F over an hkl box is a batched complex matmul per structure,
-    F[h, k, l] = sum_e f_e(s) sum_{j in e} o_j Ex[j, h] Ey[j, k] Ez[j, l], where e runs over the
-    (element, B) pairs of the structure. The lattice axes are ordered so the box is smallest along
-    l, structures are grouped by symmetry and box size, and peaks are rendered by one FFT convolution.
+    Implementation: the structures of a pass are handled together, with no Python loop over them.
+    Each hkl box is cut into lines along h, whose ends come from solving |g| = r_max, so only the hkl
+    of the limiting sphere are generated. F = sum_j o_j f_j(s) exp(i (h X_j + k Y_j + l Z_j)) is then
+    summed over each structure's atoms, padded to a few fixed sizes so that a structure's pattern does
+    not depend on the rest of the batch, and the peaks are rendered by one FFT convolution.
     """
 
     def __init__(self, radiation: str = "xray", wavelength: float = CU_KALPHA1,
@@ -227,11 +217,10 @@ class PowderSimulator:
         r_lo, r_hi = (2 * math.sin(math.radians(t / 2)) / self.wavelength for t in self.two_theta_range)
         atoms = self._atoms(batch, r_hi, debye_waller_factors, dtype=torch.float64,
                             device=torch.device("cpu"), permute=False, table=False)
-        group = self._groups(atoms, n_fft=0)[0]
-        refl = self._reflections(group, r_lo, r_hi, strain=None)
+        refl = self._reflections(atoms, r_lo, r_hi, strain=None)
         if len(refl["row"]) == 0:
             raise ValueError(self._describe(batch, 0, self._no_reflection_problem()))
-        intensity = self._intensities(group, refl, exact=True).numpy()
+        intensity = self._intensities(atoms, refl, exact=True).numpy()
         hkl = torch.stack([refl["h"], refl["k"], refl["l"]], dim=1).numpy().astype(np.int64)
         two_theta, g2, friedel = (refl[key].numpy() for key in ("two_theta", "g2", "friedel"))
 
@@ -315,12 +304,12 @@ class PowderSimulator:
             atoms = self._atoms(batch[rows], r_hi * (1 + strain), debye_waller_factors, dtype=dtype,
                                 device=self.device, permute=True, md_axis=sub.get("march_dollase_axis"),
                                 flips=flips[rows])
-            chunks = []  # (rows, 2-theta, intensity) of every reflection of this pass
-            for group in self._groups(atoms, n_fft=n_fft):
-                in_group = {key: value[group.index] for key, value in sub.items()}
-                refl = self._reflections(group, r_lo, r_hi, strain=in_group.get("strain"))
-                intensity = self._intensities(group, refl, in_group.get("march_dollase_r"))
-                chunks.append((group.index[refl["row"]], refl["two_theta"], refl["sin2"], intensity))
+            order = torch.as_tensor(atoms.order, device=self.device)
+            strained = sub["strain"][order] if "strain" in sub else None
+            refl = self._reflections(atoms, r_lo, r_hi, strain=strained)
+            texture = sub["march_dollase_r"][order] if "march_dollase_r" in sub else None
+            intensity = self._intensities(atoms, refl, texture, strained)
+            chunks = [(order[refl["row"]], refl["two_theta"], refl["sin2"], intensity)]  # rows of the pass
             for part, patterns in self._render_chunks(chunks, rows.stop - rows.start, sub, margin, n_fft):
                 if rows.start + part.start == 0 and rows.start + part.stop == n:
                     out = patterns  # the whole batch at once: a view, copied once by the division below
@@ -371,12 +360,9 @@ class PowderSimulator:
         """
         n = len(batch)
         extent = np.floor(r_max * np.linalg.norm(batch.lattice, axis=2) + 1e-9)
-        atoms = (batch.occupancy > 0).sum(axis=(1, 2))
         extent = np.sort(extent, axis=1)[:, ::-1]
-        plane = (2 * extent[:, 0] + 1) * (2 * extent[:, 1] + 1)  # the hk plane of the phase products
         nonneg = None if flips is None else _nonneg(flips)
-        per_row = (BYTES_PER_HKL * _box_points(extent, nonneg) + 16 * atoms * plane
-                   + 16 * self.width_bins * n_fft)
+        per_row = BYTES_PER_HKL * _box_points(extent, nonneg) + 16 * self.width_bins * n_fft
         rows = max(1, int(self.max_batch_bytes // per_row.max()))
         return [slice(start, min(n, start + rows)) for start in range(0, n, rows)]
 
@@ -387,60 +373,48 @@ class PowderSimulator:
         ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for. ``flips`` (n, 3),
         each structure's Laue sign changes (:func:`laue.sign_flips`), let its box be cut (with ``permute``).
         """
-        n = len(batch)
-        n_species = batch.atomic_number.shape[2]
-        z = batch.atomic_number.reshape(n, -1).astype(np.int64)
-        occupancy = batch.occupancy.reshape(n, -1).astype(np.float64)
-        coords = np.repeat(batch.frac_coords, n_species, axis=1)
-        b_iso = np.repeat(batch.b_iso.astype(np.float64), n_species, axis=1)
-        within = np.arange(batch.max_sites).repeat(n_species)[None, :] < batch.n_sites[:, None]
-        present = (z > 0) & (occupancy > 0) & within
-        if debye_waller_factors:
-            by_z = np.zeros(z.max() + 1)
-            for zz in np.unique(z[present]):
-                by_z[zz] = debye_waller_factors.get(symbol(zz), 0.0)
-            b_iso = by_z[z]
-
-        n_atoms = present.sum(axis=1)
+        n, n_sites, n_species = batch.atomic_number.shape
+        z_all = batch.atomic_number.reshape(n, -1)
+        occupancy_all = batch.occupancy.reshape(n, -1)
+        within = np.arange(n_sites * n_species)[None, :] // n_species < batch.n_sites[:, None]
+        rows, cols = np.nonzero((z_all > 0) & (occupancy_all > 0) & within)  # every atom, by structure
+        n_atoms = np.bincount(rows, minlength=n)
         if (n_atoms == 0).any():
             raise ValueError(self._describe(batch, int(np.argmax(n_atoms == 0)), "has no sites"))
+        site = cols // n_species
+        z = z_all[rows, cols].astype(np.int64)
+        weight = occupancy_all[rows, cols].astype(np.float64)
+        coords = batch.frac_coords[rows, site].astype(np.float64)  # (atoms, 3)
+        if debye_waller_factors:
+            by_z = np.zeros(z.max() + 1)
+            for zz in np.unique(z):
+                by_z[zz] = debye_waller_factors.get(symbol(zz), 0.0)
+            b_iso = by_z[z]
+        else:
+            b_iso = batch.b_iso[rows, site].astype(np.float64)
         if self.radiation == "xray":
-            coeffs, known = xray_table()
+            _, known = xray_table()
         else:
             lengths, known = neutron_table()
-        unknown = present & ~known[np.minimum(z, len(known) - 1)]
+        unknown = ~known[np.minimum(z, len(known) - 1)]
         if unknown.any():
-            i, j = np.argwhere(unknown)[0]
+            j = int(np.argmax(unknown))
             data = "X-ray form factor" if self.radiation == "xray" else "neutron scattering length"
-            raise ValueError(self._describe(batch, int(i), f"element {symbol(z[i, j])} has no {data} "
+            raise ValueError(self._describe(batch, int(rows[j]), f"element {symbol(z[j])} has no {data} "
                                             "in pymatgen's tables"))
-
-        # move the atoms of each structure to the front, drop the padding columns
-        order = np.argsort(~present, axis=1, kind="stable")[:, : n_atoms.max()]
-        z, occupancy, b_iso, present = (np.take_along_axis(x, order, axis=1)
-                                        for x in (z, occupancy, b_iso, present))
-        coords = np.take_along_axis(coords, order[:, :, None], axis=1)
-        weight = np.where(present, occupancy, 0.0)
         if self.radiation == "neutron":
             weight = weight * lengths[z]
 
         # scattering slots: one per (element, B) pair for X-rays, one per B for neutrons
-        key_z = np.where(present, z, 0) if self.radiation == "xray" else np.zeros_like(z)
+        key_z = z if self.radiation == "xray" else np.zeros_like(z)
         b_values, b_code = np.unique(np.round(b_iso, 6), return_inverse=True)
-        pair = key_z * len(b_values) + b_code.reshape(z.shape)
-        pair_values, key = np.unique(pair, return_inverse=True)
+        pair_values, key = np.unique(key_z * len(b_values) + b_code, return_inverse=True)
         pairs = np.stack([pair_values // len(b_values), b_values[pair_values % len(b_values)]], axis=1)
-        key = key.reshape(z.shape)
-        key = np.where(present, key, key[:, :1])  # padding joins the first atom's slot, with weight 0
-        sort = np.argsort(key, axis=1, kind="stable")
-        sorted_key = np.take_along_axis(key, sort, axis=1)
-        new = np.concatenate([np.ones((n, 1), bool), sorted_key[:, 1:] != sorted_key[:, :-1]], axis=1)
-        slot_sorted = np.cumsum(new, axis=1) - 1
-        slot = np.empty_like(slot_sorted)
-        np.put_along_axis(slot, sort, slot_sorted, axis=1)
-        n_slots = slot_sorted[:, -1] + 1
-        slot_key = np.repeat(sorted_key[:, :1], n_slots.max(), axis=1)
-        slot_key[np.arange(n)[:, None], slot_sorted] = sorted_key
+        combos, combo = np.unique(rows * len(pair_values) + key, return_inverse=True)  # (structure, pair)
+        combo_row = combos // len(pair_values)
+        n_slots = np.bincount(combo_row, minlength=n)
+        slot_start = np.cumsum(n_slots) - n_slots
+        slot = combo - slot_start[rows]
 
         # hkl box: |h| <= |g| |a| for g within the limiting sphere
         lattice = batch.lattice.astype(np.float64)
@@ -449,7 +423,7 @@ class PowderSimulator:
             raise ValueError(self._describe(batch, int(np.argmax(extent.max(axis=1) == 0)),
                                             self._no_reflection_problem()))
         nonneg = np.ones(n, dtype=np.int64)
-        if permute:  # largest box axis first, so that boxes of different cells line up
+        if permute:  # the largest box axis first: the lines of :meth:`_reflections` run along it
             order_key = -extent.astype(np.float64)
             if flips is not None:
                 nonneg = _nonneg(flips)
@@ -460,21 +434,44 @@ class PowderSimulator:
             perm = np.argsort(order_key, axis=1, kind="stable")
             extent = np.take_along_axis(extent, perm, axis=1)
             lattice = np.take_along_axis(lattice, perm[:, :, None], axis=1)
-            coords = np.take_along_axis(coords, perm[:, None, :], axis=2)
+            coords = np.take_along_axis(coords, perm[rows], axis=1)
             if md_axis is not None:  # the texture axis, renamed like the lattice axes
                 perm_t = torch.as_tensor(perm, device=md_axis.device)
                 md_axis = torch.argmax((perm_t == md_axis[:, None]).long(), dim=1)
         recip_metric = np.linalg.inv(lattice @ lattice.transpose(0, 2, 1))
 
+        # structures in order of padded size; each atom at its place in its structure's row
+        padded = _padded_atoms(n_atoms)
+        order = np.argsort(padded, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        place = np.arange(len(rows)) - (np.cumsum(n_atoms) - n_atoms)[rows]
+        feat = np.zeros((n, 4, padded.max()), dtype=np.int32)
+        fixed_point = np.round((coords - np.round(coords)) * 2.0**PHASE_BITS).astype(np.int64)
+        feat[rank[rows], :3, place] = fixed_point.astype(np.int32)  # +1/2 turn wraps to -1/2, the same phase
+        feat[rank[rows], 3, place] = weight.astype(np.float32).view(np.int32)
+        slots = np.zeros((n, padded.max()), dtype=np.int64)
+        slots[rank[rows], place] = slot
+        slot_key = np.zeros((n, n_slots.max()), dtype=np.int64)  # unused slots name pair 0 (no atom uses them)
+        slot_key[rank[combo_row], np.arange(len(combos)) - slot_start[combo_row]] = combos % len(pair_values)
+        padded, n_slots = padded[order], n_slots[order]
+
         def put(x, kind=dtype):
             return torch.as_tensor(np.ascontiguousarray(x), device=device).to(kind)
 
-        atoms = _Atoms(recip_metric=put(recip_metric), coords=put(coords), weight=put(weight),
-                       slot=put(slot, torch.long), slot_key=put(slot_key, torch.long),
+        chunks = []
+        bounds = [0, *(np.flatnonzero(np.diff(padded)) + 1).tolist(), n]
+        for start, stop in zip(bounds, bounds[1:]):
+            m, e = int(padded[start]), int(n_slots[start:stop].max())
+            chunks.append(_Chunk(start, stop, feat=put(feat[start:stop, :, :m], torch.int32),
+                                 slot=put(slots[start:stop, :m], torch.long),
+                                 slot_key=put(slot_key[start:stop, :e], torch.long)))
+        if md_axis is not None:
+            md_axis = md_axis[torch.as_tensor(order, device=md_axis.device)]
+        atoms = _Atoms(order=order, dtype=dtype, recip_metric=put(recip_metric[order], torch.float64), chunks=chunks,
                        key_z=put(pairs[:, 0].astype(np.int64), torch.long), key_b=put(pairs[:, 1]),
                        any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=None,
-                       table_top=(r_max / 2) ** 2 * (1 + 1e-6), extent=extent, nonneg=nonneg, n_atoms=n_atoms,
-                       n_slots=n_slots)
+                       table_top=(r_max / 2) ** 2 * (1 + 1e-6), extent=extent[order], nonneg=nonneg[order])
         if table:
             atoms.table = self._form_factor_table(pairs, atoms.table_top, dtype, device)
         return atoms
@@ -501,98 +498,113 @@ class PowderSimulator:
                 tables[i] = _TABLE_CACHE[keys[i]] = row
         return torch.cat(tables)
 
-    def _groups(self, atoms: _Atoms, n_fft: int) -> list[_Group]:
-        """Structures grouped by hkl box and cut into chunks of at most ``max_batch_bytes``."""
-        extent, n_atoms, n_slots = atoms.extent, atoms.n_atoms, atoms.n_slots
-        groups = []
-        for members in _group_by_cost(extent, atoms.nonneg, n_atoms, n_slots):
-            box = tuple(int(v) for v in extent[members].max(axis=0))
-            nonneg = int(atoms.nonneg[members[0]])
-            m, e = int(n_atoms[members].max()), int(n_slots[members].max())
-            points = int(_box_points(np.array([box]), np.array([nonneg]))[0])
-            per_structure = 8 * points * (2 * e + m // 4 + 12) + 8 * m * (2 * box[0] + 1) * (2 * box[1] + 1)
-            chunk = max(1, self.max_batch_bytes // per_structure)
-            for start in range(0, len(members), chunk):
-                idx = torch.as_tensor(members[start: start + chunk], device=atoms.coords.device)
-                groups.append(_Group(
-                    index=idx, recip_metric=atoms.recip_metric[idx], coords=atoms.coords[idx, :m],
-                    weight=atoms.weight[idx, :m], slot=atoms.slot[idx, :m], slot_key=atoms.slot_key[idx, :e],
-                    atoms=atoms, box=box, nonneg=nonneg,
-                    md_axis=None if atoms.md_axis is None else atoms.md_axis[idx]))
-        return groups
-
     # ---------------------------------------------------------------- stage 1: reflections
 
-    def _reflections(self, group: _Group, r_lo: float, r_hi: float, strain) -> dict:
-        """The hkl of the box that lie in the shell r_lo <= |g| <= r_hi (1/Angstrom).
+    def _reflections(self, atoms: _Atoms, r_lo: float, r_hi: float, strain) -> dict:
+        """The hkl of every structure's box that lie in the shell r_lo <= |g| <= r_hi (1/Angstrom).
 
-        Returns a dict of (r,) tensors: row (the structure in the group), box (position in the
-        flattened hkl box), h, k, l, g2 = |g|^2, sin2 = sin^2 theta, two_theta (degrees) and
-        friedel (how many reflections it stands for: itself, its mate -g and, by the Laue sign
-        changes, their images; 2 to the number of its non-zero indices that the box keeps >= 0).
+        Each box is cut into lines along h, one per (k, l). Along a line |g|^2 = a h^2 + b h + c, so
+        the h that can lie within r_hi are those between the roots of a h^2 + b h + c = r_hi^2: only
+        they are generated (with LINE_SLACK to spare) and then tested, all structures at once.
+
+        Args:
+            strain: (n,) isotropic strain e of each structure (a -> a (1 + e)), or None.
+
+        Returns a dict of (r,) tensors in structure order: row (an index into ``atoms``), h, k, l
+        (floats), g2 = |g|^2, sin2 = sin^2 theta, two_theta (degrees) and friedel (how many
+        reflections it stands for: itself, its mate -g and, by the Laue sign changes, their images;
+        2 to the number of its non-zero indices that the box keeps >= 0).
         """
-        H, K, L = group.box
-        h0, k0, _ = group.first
-        G = group.recip_metric
-        dtype, device = G.dtype, G.device
-        A, B, C = H - h0 + 1, K - k0 + 1, L + 1
-        h = torch.arange(h0, H + 1, dtype=dtype, device=device)[None, :, None]
-        k = torch.arange(k0, K + 1, dtype=dtype, device=device)[None, None, :]
-        l = torch.arange(0, L + 1, dtype=dtype, device=device)
-        Gc = G.reshape(-1, 9)[:, :, None, None]
-        # |g|^2 = T(h, k) + l U(h, k) + G*_33 l^2: only the last two terms span the whole box
-        plane = h * (Gc[:, 0] * h + 2 * Gc[:, 1] * k) + Gc[:, 4] * k * k  # (g, A, B)
-        cross = 2 * (Gc[:, 2] * h + Gc[:, 5] * k)  # (g, A, B)
-        g2 = torch.addcmul(plane[..., None], cross[..., None], l) + Gc[:, 8, :, :, None] * (l * l)
-        if strain is not None:  # isotropic strain a -> a (1 + e) scales |g|^2 by (1 + e)^-2
-            g2 = g2 / (1 + strain)[:, None, None, None] ** 2
-        # one comparison per box point: |g|^2 within the shell around its middle
+        G = atoms.recip_metric
+        dtype, device = G.dtype, G.device  # float64: float32 would put 2-theta ~1e-5 degrees off
+        n = len(atoms.extent)
+        if strain is not None:  # isotropic strain a -> a (1 + e) scales G* by (1 + e)^-2
+            G = G / ((1 + strain) ** 2)[:, None, None]
+        extent, nonneg = atoms.extent, atoms.nonneg
+        first = np.where(np.arange(3)[None, :] < 3 - nonneg[:, None], -extent, 0)
+        size = extent - first + 1
+        n_lines = size[:, 1] * size[:, 2]
+        total = int(n_lines.sum())
+        box = np.stack([np.cumsum(n_lines) - n_lines, size[:, 2], first[:, 1], first[:, 0], extent[:, 0],
+                        nonneg], axis=1)
+        per = torch.cat([torch.as_tensor(box, device=device).to(dtype), G.reshape(n, 9)[:, [0, 1, 2, 4, 5, 8]]],
+                        dim=1)
+        line_row = torch.repeat_interleave(torch.arange(n, device=device), torch.as_tensor(n_lines, device=device),
+                                           output_size=total)
+        line = per.index_select(0, line_row)  # (lines, 12)
+        t = torch.arange(total, dtype=dtype, device=device) - line[:, 0]  # line number within the box
+        k = torch.floor((t + 0.5) / line[:, 1])  # float division: exact here, and faster than integers
+        l = t - k * line[:, 1]
+        k += line[:, 2]
+        a = line[:, 6]
+        b = 2 * (line[:, 7] * k + line[:, 8] * l)
+        c = (line[:, 9] * k + 2 * line[:, 10] * l) * k + line[:, 11] * (l * l)
+        disc = b * b - 4 * a * (c - r_hi**2)
+        root = torch.sqrt(disc.clamp_min(0.0))
+        h_lo = torch.maximum(torch.ceil((-b - root) / (2 * a) - LINE_SLACK), line[:, 3])
+        h_hi = torch.minimum(torch.floor((-b + root) / (2 * a) + LINE_SLACK), line[:, 4])
+        count = torch.where(disc >= 0, (h_hi - h_lo + 1).clamp_min(0.0), 0.0).long()
+        n_candidates = int(count.sum())
+        pick = torch.repeat_interleave(torch.arange(total, device=device), count, output_size=n_candidates)
+        start = torch.cumsum(count, 0) - count
+        h = torch.arange(n_candidates, dtype=dtype, device=device) + (h_lo - start).index_select(0, pick)
+        g2 = torch.addcmul(c.index_select(0, pick), torch.addcmul(b.index_select(0, pick), a.index_select(0, pick), h), h)
+
+        # one comparison per candidate: |g|^2 within the shell around its middle
         middle, half = 0.5 * (r_hi**2 + r_lo**2), 0.5 * (r_hi**2 - r_lo**2)
         valid = (g2 - middle).abs_() <= half
         if r_lo <= 0:
             valid &= g2 > 0
-        row, hi, ki, li = torch.nonzero(valid, as_tuple=True)  # integer division would be slower
-        box = (hi * B + ki) * C + li
-        g2 = g2.reshape(-1).index_select(0, row * (A * B * C) + box)
+        index = torch.nonzero(valid)[:, 0]
+        keep = pick.index_select(0, index)
+        row = line_row.index_select(0, keep)
+        h, g2 = h.index_select(0, index), g2.index_select(0, index)
+        k, l = k.index_select(0, keep), l.index_select(0, keep)
+        fixed = line[:, 5].index_select(0, keep)  # nonneg of the structure
         sin2 = (0.25 * self.wavelength**2) * g2
-        h_index, k_index = hi + h0, ki + k0
-        halved = (li > 0).to(dtype)  # indices whose sign the box fixes and which are not zero
-        if group.nonneg >= 2:
-            halved += k_index != 0
-        if group.nonneg == 3:
-            halved += h_index != 0
-        return {"row": row, "box": box, "h": h_index, "k": k_index, "l": li, "g2": g2, "sin2": sin2,
-                "two_theta": torch.rad2deg(2 * torch.asin(torch.sqrt(sin2.clamp(0.0, 1.0)))),
-                "friedel": torch.exp2(halved)}
+        two_theta = torch.rad2deg(2 * torch.asin(torch.sqrt(sin2.clamp(0.0, 1.0))))
+        halved = (l > 0).to(atoms.dtype)  # indices whose sign the box fixes and which are not zero
+        halved += (fixed >= 2) & (k != 0)
+        halved += (fixed >= 3) & (h != 0)
+        out = {"h": h, "k": k, "l": l, "g2": g2, "sin2": sin2, "two_theta": two_theta}
+        return {"row": row, "friedel": torch.exp2(halved), **{key: x.to(atoms.dtype) for key, x in out.items()}}
 
     # ---------------------------------------------------------------- stage 2: intensities
 
-    def _intensities(self, group: _Group, refl: dict, march_dollase_r=None,
+    def _intensities(self, atoms: _Atoms, refl: dict, march_dollase_r=None, strain=None,
                      exact: bool = False) -> torch.Tensor:
         """|F|^2 x LP x Friedel weight [x March-Dollase] of each reflection: (r,).
 
-        ``exact`` evaluates the form factors at every reflection instead of interpolating a table.
+        F = sum_j o_j f_j(s) exp(i (h X_j + k Y_j + l Z_j)) over each structure's padded atoms, one
+        chunk of equally padded structures at a time (and within it, pieces of at most
+        ``max_batch_bytes``). ``exact`` evaluates the form factors at every reflection instead of
+        interpolating a table.
         """
-        H, K, L = group.box
-        h0, k0, _ = group.first
-        g, m = group.weight.shape
-        e = group.slot_key.shape[1]
-        N = max(H, K, L)
-        phase = _phases(group.coords, -N, N)  # (g, m, 3, 2N + 1); one call, as these arrays are small
-        ex = phase[:, :, 0, N + h0: N + H + 1]  # (g, m, A): exp(2 pi i h x_j)
-        ey = phase[:, :, 1, N + k0: N + K + 1]
-        ez = phase[:, :, 2, N: N + L + 1] * group.weight[..., None]  # o_j exp(2 pi i l z_j)
-        A, B, C = H - h0 + 1, K - k0 + 1, L + 1
-        P = (ex[:, :, :, None] * ey[:, :, None, :]).reshape(g, m, A * B).transpose(1, 2)  # (g, AB, m)
-        Q = torch.zeros((g, m, C, e), dtype=ez.dtype, device=ez.device)  # each atom in its slot's column
-        Q.scatter_(3, group.slot[:, :, None, None].expand(g, m, C, 1), ez[..., None])
-        # S[hkl, e] = sum over the atoms j of slot e of o_j exp(2 pi i g.r_j)
-        S = torch.bmm(P, Q.reshape(g, m, C * e)).reshape(g * A * B * C, e)
-        S = S.index_select(0, refl["row"] * (A * B * C) + refl["box"])  # (r, e); faster than S[...]
-
-        f = self._form_factors(group.atoms, group.slot_key, refl["row"], 0.25 * refl["g2"], exact)
-        F = (S * f).sum(dim=1)
-        F2 = F.real**2 + F.imag**2
+        row = refl["row"]
+        h, k, l = (refl[key].to(torch.int32)[:, None] for key in ("h", "k", "l"))
+        s2 = 0.25 * refl["g2"]
+        F2 = torch.empty_like(s2)
+        starts = torch.as_tensor([chunk.start for chunk in atoms.chunks] + [len(atoms.extent)], device=row.device)
+        bounds = torch.searchsorted(row, starts).tolist()  # reflections are in structure order
+        for chunk, first, last in zip(atoms.chunks, bounds, bounds[1:]):
+            m = chunk.feat.shape[2]
+            step = max(1, self.max_batch_bytes // (BYTES_PER_PAIR * m))
+            for a in range(first, last, step):
+                b = min(last, a + step)
+                local = row[a:b] - chunk.start
+                x = chunk.feat.index_select(0, local)  # (r, 4, m)
+                # g.r in units of 2^-32 turns: integer products wrap modulo 2^32, i.e. whole turns, so
+                # the phase is exact whatever the size of hkl (float32 would lose |hkl| x 2^-24 turns)
+                turns = x[:, 0] * h[a:b]
+                turns.addcmul_(x[:, 1], k[a:b]).addcmul_(x[:, 2], l[a:b])
+                phase = turns.to(s2.dtype).mul_(2 * math.pi / 2.0**PHASE_BITS)
+                weight = x[:, 3].view(torch.float32).to(s2.dtype)
+                f = self._form_factors(atoms, chunk, local, s2[a:b], exact)  # (r, e) or None
+                if f is not None:
+                    weight = weight * (f if f.shape[1] == 1 else f.gather(1, chunk.slot.index_select(0, local)))
+                re = (torch.cos(phase) * weight).sum(dim=1)
+                im = (torch.sin(phase) * weight).sum(dim=1)
+                torch.addcmul(re * re, im, im, out=F2[a:b])
 
         sin2 = refl["sin2"]
         cos_theta = torch.sqrt(1 - sin2)
@@ -602,7 +614,7 @@ class PowderSimulator:
             lp = 1 / (sin2 * cos_theta)
         intensity = F2 * lp * refl["friedel"]
         if march_dollase_r is not None:
-            intensity = intensity * self._march_dollase(group, refl, march_dollase_r)
+            intensity = intensity * self._march_dollase(atoms, refl, march_dollase_r, strain)
         return intensity
 
     def _pair_form_factors(self, z: torch.Tensor, b: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
@@ -627,36 +639,38 @@ class PowderSimulator:
             f = f * torch.exp(-(b * s2).clamp_max(EXP_FLOOR))
         return f
 
-    def _form_factors(self, atoms: _Atoms, slot_key: torch.Tensor, row: torch.Tensor, s2: torch.Tensor,
-                      exact: bool) -> torch.Tensor:
-        """The scattering factor of each slot of structure ``row`` (r,) at s^2 (r,): (r, e).
+    def _form_factors(self, atoms: _Atoms, chunk: _Chunk, local: torch.Tensor, s2: torch.Tensor,
+                      exact: bool) -> torch.Tensor | None:
+        """The scattering factor of each slot of the chunk's structures ``local`` (r,) at s^2 (r,): (r, e).
 
-        ``slot_key`` (g, e) names the (element, B) pair of each slot of the group's structures.
-
-        Unless ``exact``, each (element, B) pair was tabulated once per batch on FORM_FACTOR_POINTS
-        values of s^2 (``atoms.table``), and is interpolated linearly (relative error below 1e-4).
+        None where it is 1 (neutrons without Debye-Waller factors). Unless ``exact``, each (element,
+        B) pair was tabulated once per batch on FORM_FACTOR_POINTS values of s^2 (``atoms.table``)
+        and is interpolated linearly (relative error below 1e-4).
         """
         if self.radiation == "neutron" and not atoms.any_b:
-            return torch.ones((1, slot_key.shape[1]), dtype=s2.dtype, device=s2.device)
+            return None
+        keys = chunk.slot_key.index_select(0, local)  # (r, e)
         if exact:
             full = self._pair_form_factors(atoms.key_z, atoms.key_b, s2[None, :])  # (p, r)
-            return full.gather(0, slot_key[row].T).T
+            return full.gather(0, keys.T).T
         u = s2 * ((FORM_FACTOR_POINTS - 1) / atoms.table_top)
-        i = u.long().clamp(0, FORM_FACTOR_POINTS - 2)
+        i = u.long().clamp_(0, FORM_FACTOR_POINTS - 2)
         # index_select on flat indices is several times faster than advanced indexing on CPU
-        index = (slot_key * FORM_FACTOR_POINTS).index_select(0, row).add_(i[:, None])  # (r, e)
+        index = keys.mul_(FORM_FACTOR_POINTS).add_(i[:, None])
         pair = atoms.table.index_select(0, index.view(-1)).view(*index.shape, 2)  # value and slope
         return torch.addcmul(pair[..., 0], pair[..., 1], (u - i)[:, None])
 
     @staticmethod
-    def _march_dollase(group: _Group, refl: dict, r: torch.Tensor) -> torch.Tensor:
-        G = group.recip_metric
-        axis_row = G[torch.arange(len(G), device=G.device), group.md_axis]  # (g, 3): G* e_axis
-        axis2 = torch.gather(axis_row, 1, group.md_axis[:, None])[:, 0]  # |axis*|^2
+    def _march_dollase(atoms: _Atoms, refl: dict, r: torch.Tensor, strain=None) -> torch.Tensor:
+        """(r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2), alpha between g and the texture axis; r, strain: (n,)."""
+        G = atoms.recip_metric.to(refl["g2"].dtype)
+        axis_row = G[torch.arange(len(G), device=G.device), atoms.md_axis]  # (n, 3): G* e_axis
+        axis2 = torch.gather(axis_row, 1, atoms.md_axis[:, None])[:, 0]  # |axis*|^2
         row = refl["row"]
         gd = axis_row[row]
         dot = gd[:, 0] * refl["h"] + gd[:, 1] * refl["k"] + gd[:, 2] * refl["l"]
-        cos2 = (dot**2 / (refl["g2"] * axis2[row])).clamp(0.0, 1.0)
+        g2 = refl["g2"] if strain is None else refl["g2"] * ((1 + strain) ** 2)[row]  # unstrained |g|^2
+        cos2 = (dot**2 / (g2 * axis2[row])).clamp(0.0, 1.0)
         r = r[row]
         x = r * r * cos2 + (1 - cos2) / r
         return 1 / (x * torch.sqrt(x))  # x^(-3/2); sqrt and division round the same in SIMD and scalar code
@@ -757,15 +771,6 @@ def clear_caches() -> None:
     _TABLE_CACHE.clear()
 
 
-def _phases(x: torch.Tensor, first: int, last: int) -> torch.Tensor:
-    """exp(2 pi i n x) for n = first..last: (..., last - first + 1) complex."""
-    n = torch.arange(first, last + 1, dtype=x.dtype, device=x.device)
-    turns = x[..., None] * n
-    turns -= torch.round(turns)  # keep the angle small for float32 accuracy
-    angle = turns.mul_(2 * math.pi)
-    return torch.complex(torch.cos(angle), torch.sin(angle))  # several times faster than torch.polar on CPU
-
-
 def _box_points(extent: np.ndarray, nonneg: np.ndarray | None = None) -> np.ndarray:
     """(n,) hkl points in boxes of half-widths ``extent`` (n, 3) whose last ``nonneg`` axes start at 0."""
     if nonneg is None:
@@ -780,40 +785,10 @@ def _nonneg(flips: np.ndarray) -> np.ndarray:
     return np.where(count == 3, 3, np.where(count == 1, 2, 1))
 
 
-def _group_by_cost(extent: np.ndarray, nonneg: np.ndarray, n_atoms: np.ndarray,
-                   n_slots: np.ndarray) -> list[np.ndarray]:
-    """Split structures into groups whose padded cost stays within GROUP_SLACK of their own cost.
-
-    The cost of a structure is its hkl box times (atoms x slots + GROUP_OVERHEAD_ATOMS): the
-    phase-matrix product. Structures are visited in order of box shape (``nonneg``) and size; a
-    group holds one box shape.
-    """
-    cost = (_box_points(extent, nonneg) * (n_atoms * n_slots + GROUP_OVERHEAD_ATOMS)).tolist()
-    order = np.lexsort((n_atoms * n_slots, extent[:, 2], extent[:, 1], extent[:, 0], nonneg))
-    # plain Python numbers in the loop: numpy scalars would cost more than the arithmetic
-    ext, shape, atoms, slots = extent.tolist(), nonneg.tolist(), n_atoms.tolist(), n_slots.tolist()
-    groups, current, m, e, total = [], [], 0, 0, 0.0
-    h = k = l = -1  # the group's box so far
-    for i in order.tolist():
-        fixed = shape[i]
-        if current and fixed != shape[current[-1]]:
-            groups.append(np.array(current))
-            current, total, h, k, l, m, e = [], 0.0, -1, -1, -1, 0, 0
-        hi, ki, li = ext[i]
-        h_new, k_new, l_new = (h if h > hi else hi), (k if k > ki else ki), (l if l > li else li)
-        m_new, e_new = (m if m > atoms[i] else atoms[i]), (e if e > slots[i] else slots[i])
-        points = ((2 * h_new + 1 if fixed < 3 else h_new + 1) * (2 * k_new + 1 if fixed < 2 else k_new + 1)
-                  * (l_new + 1))
-        padded = (len(current) + 1) * points * (m_new * e_new + GROUP_OVERHEAD_ATOMS)
-        if current and padded > GROUP_SLACK * (total + cost[i]) + GROUP_MIN_COST:
-            groups.append(np.array(current))
-            current, total = [], 0.0
-            h_new, k_new, l_new, m_new, e_new = hi, ki, li, atoms[i], slots[i]
-        current.append(i)
-        h, k, l, m, e = h_new, k_new, l_new, m_new, e_new
-        total += cost[i]
-    groups.append(np.array(current))
-    return groups
+def _padded_atoms(n_atoms: np.ndarray) -> np.ndarray:
+    """(n,) the atom count each structure is padded to: the next of 1, 2, 3, 4, 6, 8, 12, ... (2^k, 3 x 2^(k-2))."""
+    power = 2 ** np.ceil(np.log2(np.maximum(n_atoms, 1)))
+    return np.where(0.75 * power >= n_atoms, 0.75 * power, power).astype(np.int64)
 
 
 def _next_fast_len(n: int) -> int:
