@@ -9,8 +9,8 @@ For every structure and both radiations, three criteria (the issue's "done when"
   on pymatgen's 0-100 scale;
 - profile: our simulate() pattern against pymatgen's peaks broadened by the same Gaussian on the same
   grid (computed here, exactly), cosine similarity >= COSINE_MIN;
-- Laue reduction: simulate() computes one reflection per orbit of the Laue sign changes it finds;
-  the same patterns from every hkl of the half-sphere differ by at most LAUE_TOL.
+- Laue reduction: simulate() computes one reflection per orbit of the Laue sign changes and axis
+  permutations it finds; the same patterns from every hkl of the half-sphere differ by at most LAUE_TOL.
 Prints pass counts and the worst cases, with AMCSD ids and formulas.
 """
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _amcsd import load_amcsd  # noqa: E402
 
 from xtal_utils.diffraction import PowderSimulator, simulator  # noqa: E402
-from xtal_utils.diffraction.laue import laue_sign_flips  # noqa: E402
+from xtal_utils.diffraction.laue import PERMUTATION_GROUPS, laue_symmetry  # noqa: E402
 from xtal_utils.structures import StructureBatch  # noqa: E402
 from xtal_utils.diffraction.scattering import neutron_table, xray_table  # noqa: E402
 
@@ -108,8 +108,9 @@ def main():
         t0 = time.perf_counter()
         patterns = sim.simulate(structures)
         t_sim = time.perf_counter() - t0
-        flips = laue_sign_flips(StructureBatch.from_structures(structures))
-        with mock.patch.object(simulator, "laue_sign_flips", lambda b: np.zeros((len(b), 3), dtype=bool)):
+        flips, permutations, centres = laue_symmetry(StructureBatch.from_structures(structures))
+        nothing = lambda b: (np.zeros((len(b), 3), dtype=bool), np.zeros(len(b), dtype=np.int64), np.full((len(b), 3), np.nan))  # noqa: E731
+        with mock.patch.object(simulator, "laue_symmetry", nothing):
             laue_err = np.abs(sim.simulate(structures) - patterns).max(axis=1)
         grid = sim.two_theta
         pad = 8 * FWHM  # pymatgen peaks just outside the range reach into it
@@ -136,9 +137,11 @@ def main():
         print(f"  cosine >= {COSINE_MIN} after Gaussian FWHM {FWHM}: {(cosine >= COSINE_MIN).sum()}/{n}   "
               f"worst {cosine.min():.6f}, median {np.median(cosine):.6f}")
         orbit = np.array([{0: 2, 1: 4, 3: 8}[int(k)] for k in flips.sum(axis=1)])
+        permuted = ", ".join(f"{PERMUTATION_GROUPS[code]} {count}" for code, count in
+                             zip(*np.unique(permutations[permutations > 0], return_counts=True)))
         print(f"  Laue reduction (sign changes of order 2/4/8: {(orbit == 2).sum()}/{(orbit == 4).sum()}/"
-              f"{(orbit == 8).sum()} structures) within {LAUE_TOL:g} of all hkl: {(laue_err <= LAUE_TOL).sum()}/{n}"
-              f"   worst {laue_err.max():.1e}")
+              f"{(orbit == 8).sum()} structures; axis permutations {permuted}) within {LAUE_TOL:g} of all hkl: "
+              f"{(laue_err <= LAUE_TOL).sum()}/{n}   worst {laue_err.max():.1e}")
         print(f"  all four: {ok.sum()}/{n}")
         print("  worst cases by cosine (amcsd id, formula, sites, position err, intensity err, cosine):")
         for r in sorted(rows, key=lambda r: r[5])[:5]:

@@ -282,7 +282,7 @@ def test_laue_reduction_changes_nothing(radiation, monkeypatch):
     aug = Augmentation(fwhm_scale=(0.8, 1.5), crystallite_size=(20, 200), strain=0.01, zero_shift=0.05,
                        march_dollase=(0.7, 1.3))
     reduced = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
-    monkeypatch.setattr(simulator, "laue_sign_flips", lambda batch: np.zeros((len(batch), 3), dtype=bool))
+    monkeypatch.setattr(simulator, "laue_symmetry", lambda batch: (np.zeros((len(batch), 3), dtype=bool), np.zeros(len(batch), dtype=np.int64), np.full((len(batch), 3), np.nan)))
     full = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
     for a, b in zip(reduced, full):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)

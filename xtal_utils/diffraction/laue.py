@@ -20,11 +20,17 @@ orbit is kept with its orbit size:
 - order 4 (axis u flips): hkl_u >= 0 and hkl_v >= 0 for one other axis v, weight 2 per non-zero
   index among u, v;
 - order 8: h, k, l >= 0, weight 2 per non-zero index.
+
+When all eight sign changes hold (three perpendicular two-fold axes), the Laue group may also permute
+the axes: a four-fold axis (a tetragonal cell: one swap of two axes of equal length) or three-fold
+axes along the body diagonals (a cubic cell: the cyclic permutations, and with them all six
+permutations when a swap holds too). :func:`axis_permutations` finds which. The permutations that
+hold form a group P, and the Laue group contains D x| P (D the eight sign changes), so one hkl with
+h, k, l >= 0 stands for a whole orbit: the simulator keeps the lexicographically largest of its
+permutations under P and weights it by their number (:data:`PERMUTATION_GROUPS`).
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 
@@ -36,34 +42,70 @@ CACHE_SIZE = 2**18  # structures whose sign changes are remembered (about 100 by
 CHUNK_BYTES = 2**26  # bound on the site images tested at once (6 operations x m candidates x m sites)
 _KEY_BITS = 62  # bits of an int64 key: type, then three coordinates
 _PADDING = np.iinfo(np.int64).max
-_cache: dict[bytes, tuple[bool, bool, bool]] = {}  # content digest of a structure -> its sign changes
+PERMUTATION_GROUPS = ("none", "swap01", "swap02", "swap12", "cyclic", "all")  # codes of :func:`axis_permutations`
+_SWAPS = ((0, 1), (0, 2), (1, 2))
+_cache: dict[bytes, tuple] = {}  # content digest -> (sign changes (bits 0-2) + 8 x permutation code, centre)
+_UNKNOWN = (-1.0, 0.0, 0.0, 0.0)
+_HASH_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # splitmix64 constants
 
 
 def laue_sign_flips(batch: StructureBatch) -> np.ndarray:
-    """:func:`sign_flips` of every structure of a batch, remembered by content for the next call.
+    """:func:`sign_flips` of every structure of a batch: (n, 3) bool (see :func:`laue_symmetry`)."""
+    return laue_symmetry(batch)[0]
+
+
+def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sign_flips`, :func:`axis_permutations` and :func:`inversion_centres` of every structure,
+    remembered by content.
 
     Returns:
-        (n, 3) bool.
+        flips: (n, 3) bool; permutations: (n,) int, an index into PERMUTATION_GROUPS; centres: (n, 3)
+        fractional coordinates of a centre of symmetry, NaN where there is none.
     """
     n = len(batch)
     if n == 0:
-        return np.zeros((0, 3), dtype=bool)
+        return np.zeros((0, 3), dtype=bool), np.zeros(0, dtype=np.int64), np.zeros((0, 3))
     fields = (batch.lattice, batch.frac_coords, batch.atomic_number, batch.occupancy, batch.b_iso,
               batch.n_sites)
     content = np.concatenate([np.ascontiguousarray(x).reshape(n, -1).view(np.uint8) for x in fields], axis=1)
-    keys = [hashlib.blake2b(row, digest_size=16).digest() for row in content]
-    known = [_cache.get(key) for key in keys]
-    missing = [i for i, flips in enumerate(known) if flips is None]
+    keys = _digests(content)
+    known = np.array([_cache.get(key, _UNKNOWN) for key in keys], dtype=np.float64).reshape(n, 4)
+    missing = np.flatnonzero(known[:, 0] < 0).tolist()
     step = max(1, CHUNK_BYTES // (6 * 3 * 8 * batch.max_sites**2))
     for start in range(0, len(missing), step):
         rows = missing[start: start + step]
         sub = batch[rows]
-        found = sign_flips(sub.lattice, sub.frac_coords, site_types(sub))
+        types = site_types(sub)
+        found = sign_flips(sub.lattice, sub.frac_coords, types)
+        permutations = axis_permutations(sub.lattice, sub.frac_coords, types, found.all(axis=1))
+        centres = inversion_centres(sub.frac_coords, types)
         if len(_cache) + len(rows) > CACHE_SIZE:
             _cache.clear()
-        for i, flips in zip(rows, found.tolist()):
-            known[i] = _cache[keys[i]] = tuple(flips)
-    return np.array(known, dtype=bool).reshape(n, 3)
+        packed = np.column_stack([found @ np.array([1, 2, 4]) + 8 * permutations, centres])
+        for i, value in zip(rows, packed.tolist()):
+            known[i] = value
+            _cache[keys[i]] = tuple(value)
+    packed = known[:, 0].astype(np.int64)
+    return (packed[:, None] >> np.arange(3)) & 1 == 1, packed >> 3, known[:, 1:]
+
+
+def _digests(content: np.ndarray) -> list[bytes]:
+    """A 128-bit digest of each row of ``content`` (n, bytes), computed for all rows at once.
+
+    Each 8-byte word is mixed by the splitmix64 finaliser and the words are summed with two sets of
+    odd weights (modulo 2^64): a change of any bits changes both sums unless by a 2^-64 chance each.
+    """
+    n = len(content)
+    words = np.pad(content, ((0, 0), (0, -content.shape[1] % 8))).view(np.uint64) ^ np.uint64(_HASH_MIX[0])
+    words ^= words >> np.uint64(30)
+    words *= np.uint64(_HASH_MIX[1])
+    words ^= words >> np.uint64(27)
+    words *= np.uint64(_HASH_MIX[2])
+    words ^= words >> np.uint64(31)
+    position = np.arange(1, words.shape[1] + 1, dtype=np.uint64)
+    first = (words * (position * np.uint64(_HASH_MIX[1]) | np.uint64(1))).sum(axis=1, dtype=np.uint64)
+    second = (words * (position * np.uint64(_HASH_MIX[2]) | np.uint64(1))).sum(axis=1, dtype=np.uint64)
+    return np.stack([first, second], axis=1).view("V16").reshape(n).tolist()
 
 
 def site_types(batch: StructureBatch) -> np.ndarray:
@@ -88,6 +130,69 @@ def sign_flips(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarr
     Returns:
         (n, 3) bool; the number of True per row is 0, 1 or 3 (two flips imply the third).
     """
+    metric = lattice @ lattice.transpose(0, 2, 1)
+    diag = np.sqrt(np.einsum("nii->ni", metric))
+    cos = np.abs(metric) / (diag[:, :, None] * diag[:, None, :])  # (n, 3, 3)
+
+    # the six candidate operations: axis a flipped alone (a mirror) or the other two (a two-fold axis)
+    signs = np.ones((6, 3))
+    signs[np.arange(3), np.arange(3)] = -1.0
+    signs[3:] = -signs[:3]
+    flipped = signs < 0
+    mixed = flipped[:, :, None] != flipped[:, None, :]  # (6, 3, 3) metric entries that change sign
+    metric_ok = ((cos[:, None] <= METRIC_TOL) | ~mixed[None]).all(axis=(2, 3))  # (n, 6): D G D = G
+    holds = _holds(frac_coords, site_type, np.eye(3)[None] * signs[:, None, :], metric_ok)
+    flips = holds[:, :3] | holds[:, 3:]  # a mirror or a two-fold axis along each axis
+    flips[flips.sum(axis=1) >= 2] = True  # the product of two flips, times -1, is the third
+    return flips
+
+
+def inversion_centres(frac_coords: np.ndarray, site_type: np.ndarray) -> np.ndarray:
+    """Where each structure has a centre of symmetry (x -> c - (x - c)): (n, 3) fractional, NaN where none."""
+    n = len(frac_coords)
+    _, t = _holds(frac_coords, site_type, -np.eye(3)[None], np.ones((n, 1), dtype=bool), translations=True)
+    return t[:, 0] / 2
+
+
+def axis_permutations(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarray,
+                      candidates: np.ndarray) -> np.ndarray:
+    """Which permutations of the cell axes are in each structure's Laue group.
+
+    Only structures marked in ``candidates`` (n,) are tested: those with all three sign changes, in
+    whose cells a permutation of axes of equal length keeps the metric. A permutation P holds when
+    x -> P x + t maps the structure onto itself; with the sign changes, so does every signed P.
+
+    Returns:
+        (n,) int, an index into PERMUTATION_GROUPS: the group the permutations that hold generate.
+    """
+    n = len(lattice)
+    length2 = np.einsum("nij,nij->ni", lattice, lattice)  # (n, 3) |a|^2, |b|^2, |c|^2
+    ops = np.zeros((4, 3, 3))
+    for q, (i, j) in enumerate(_SWAPS):  # the three swaps, then the cycle a -> b -> c -> a
+        ops[q] = np.eye(3)[[j if a == i else i if a == j else a for a in range(3)]]
+    ops[3] = np.eye(3)[[2, 0, 1]]
+    equal = [np.abs(length2[:, i] - length2[:, j]) <= METRIC_TOL * length2[:, i] for i, j in _SWAPS]
+    metric_ok = np.stack([*equal, equal[0] & equal[2]], axis=1) & candidates[:, None]  # (n, 4)
+    holds = _holds(frac_coords, site_type, ops, metric_ok)  # (n, 4)
+    swaps, cyclic = holds[:, :3], holds[:, 3]
+    code = np.zeros(n, dtype=np.int64)
+    one = swaps.sum(axis=1) == 1
+    code[one] = 1 + np.argmax(swaps[one], axis=1)
+    code[cyclic] = PERMUTATION_GROUPS.index("cyclic")
+    code[(swaps.sum(axis=1) >= 2) | (cyclic & swaps.any(axis=1))] = PERMUTATION_GROUPS.index("all")
+    return code
+
+
+def _holds(frac_coords: np.ndarray, site_type: np.ndarray, ops: np.ndarray, allowed: np.ndarray,
+           translations: bool = False):
+    """Whether x -> R x + t maps each structure onto itself for some t: (n, q) bool.
+
+    Args:
+        frac_coords: (n, m, 3); site_type: (n, m) int, -1 for padding (see :func:`site_types`).
+        ops: (q, 3, 3) the R to test, on fractional coordinates.
+        allowed: (n, q) bool, the (structure, R) pairs worth testing (R keeps the metric).
+        translations: also return one t (n, q, 3) for each operation that holds (NaN where none).
+    """
     n, m = site_type.shape
     present = site_type >= 0
     type_bits = max(1, int(site_type.max(initial=0) + 1).bit_length())
@@ -102,34 +207,25 @@ def sign_flips(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarr
 
     own = np.sort(keys(frac_coords, type_key, present), axis=1)  # (n, m)
 
-    # t must take the first site of the structure's rarest type onto a site of that type: one
-    # candidate (structure, site) pair for each
+    # t must take the image of the first site of the structure's rarest type onto a site of that
+    # type: one candidate (structure, site) pair for each
     same = (site_type[:, :, None] == site_type[:, None, :]) & present[:, None, :]
     count = np.where(present, same.sum(axis=2), m + 1)
     reference = np.argmin(count, axis=1)  # (n,)
     rows = np.arange(n)
     pair_row, pair_site = np.nonzero(same[rows, reference])  # (p,) each
     offset = frac_coords - frac_coords[rows, reference][:, None, :]  # (n, m, 3) from the reference site
-
-    metric = lattice @ lattice.transpose(0, 2, 1)
-    diag = np.sqrt(np.einsum("nii->ni", metric))
-    cos = np.abs(metric) / (diag[:, :, None] * diag[:, None, :])  # (n, 3, 3)
-
-    # the six candidate operations: axis a flipped alone (a mirror) or the other two (a two-fold axis)
-    signs = np.ones((6, 3))
-    signs[np.arange(3), np.arange(3)] = -1.0
-    signs[3:] = -signs[:3]
-    flipped = signs < 0
-    mixed = flipped[:, :, None] != flipped[:, None, :]  # (6, 3, 3) metric entries that change sign
-    metric_ok = ((cos[:, None] <= METRIC_TOL) | ~mixed[None]).all(axis=(2, 3))  # (n, 6): D G D = G
-    op, pair = np.nonzero(metric_ok[pair_row].T)  # every (operation, candidate) worth testing
+    op, pair = np.nonzero(allowed[pair_row].T)  # every (operation, candidate) worth testing
     r, site = pair_row[pair], pair_site[pair]
-    moved = signs[op][:, None, :] * offset[r] + frac_coords[r, site][:, None, :]  # (q, m, 3)
+    moved = np.einsum("qij,qmj->qmi", ops[op], offset[r]) + frac_coords[r, site][:, None, :]  # (q, m, 3)
     image = keys(moved, type_key[r], present[r])
     image.sort(axis=1)  # (q, m)
     same_set = (image == own[r]).all(axis=1)
-    holds = np.zeros((n, 6), dtype=bool)
+    holds = np.zeros((n, len(ops)), dtype=bool)
     holds[r[same_set], op[same_set]] = True
-    flips = holds[:, :3] | holds[:, 3:]  # a mirror or a two-fold axis along each axis
-    flips[flips.sum(axis=1) >= 2] = True  # the product of two flips, times -1, is the third
-    return flips
+    if not translations:
+        return holds
+    t = np.full((n, len(ops), 3), np.nan)
+    r, op, site = r[same_set], op[same_set], site[same_set]
+    t[r, op] = frac_coords[r, site] - np.einsum("qij,qj->qi", ops[op], frac_coords[r, reference[r]])
+    return holds, t

@@ -11,8 +11,8 @@ import torch
 from xtal_utils.config import default_device
 from xtal_utils.diffraction import profile as _profile
 from xtal_utils.diffraction.augment import Augmentation
+from xtal_utils.diffraction.laue import PERMUTATION_GROUPS, laue_symmetry
 from xtal_utils.diffraction.laue import _cache as _laue_cache
-from xtal_utils.diffraction.laue import laue_sign_flips
 from xtal_utils.diffraction.scattering import XRAY_SCALE, neutron_table, symbol, xray_table
 from xtal_utils.structures import StructureBatch
 
@@ -23,12 +23,19 @@ PEAK_TAIL_FWHM = {"gaussian": 4.0, "pseudo_voigt": 25.0}  # margin kept beyond t
 WIDTH_SAMPLES = 33  # 2-theta samples used to find each pattern's range of peak widths
 BYTES_PER_HKL = 400  # rough device memory per hkl of a box in one pass (lines, candidates, reflections)
 BYTES_PER_PAIR = 64  # device memory per (reflection, atom) pair while summing structure factors
+CENTRIC_TOL = 2.0**-12  # fractional coordinates this close to 0 or 1/2 (from a centre) lie on x = -x
+MIN_PADDED_ATOMS = 8  # structures with fewer atoms are padded to this many (see _padded_atoms)
 PHASE_BITS = 32  # fractional coordinates in fixed point, so that g.r wraps exactly in int32 arithmetic
 LINE_SLACK = 1e-3  # the h range of each line, from the limiting sphere, is widened by this before the exact test
 FORM_FACTOR_POINTS = 1024  # s^2 samples of the form-factor table
 EXP_FLOOR = 80.0  # exp(-x) for x > 80 is below float32's normal range (and slow as a denormal)
-TABLE_CACHE_SIZE = 4096  # (element, B) form-factor tables remembered, 8 kB each in float32
-_TABLE_CACHE: dict[tuple, torch.Tensor] = {}  # (radiation, Z, B, s^2 top, dtype, device) -> (points, 2)
+TABLE_CACHE_SIZE = 4096  # (element, B) pairs in a form-factor table before it starts afresh, 8 kB each
+# per PERMUTATION_GROUPS code: what the kept hkl must satisfy (0: h >= k, h >= l, k >= l; -1e9: nothing),
+# which of swap01, swap02, swap12 and the cycles are in the group, and its order
+_PERMUTATION_RULES = np.array([[-1e9, -1e9, -1e9, 0, 0, 0, 0, 1], [0, -1e9, -1e9, 1, 0, 0, 0, 2],
+                               [-1e9, 0, -1e9, 0, 1, 0, 0, 2], [-1e9, -1e9, 0, 0, 0, 1, 0, 2],
+                               [0, 0, -1e9, 0, 0, 0, 1, 3], [0, -1e9, 0, 1, 1, 1, 1, 6]])
+_TABLE_CACHE: dict[tuple, tuple] = {}  # (radiation, s^2 top, dtype, device) -> table, {(Z, B): row block}
 
 
 @dataclasses.dataclass
@@ -68,15 +75,15 @@ class _Chunk:
     stop: int
     feat: torch.Tensor  # (g, 4, m) int32: x, y, z in units of 2^-32 (PHASE_BITS) and the bits of the float32 weight
     slot: torch.Tensor  # (g, m) long, the scattering slot of each atom
-    slot_key: torch.Tensor  # (g, e) long, the (Z, B) pair of each slot, an index into key_z / key_b
+    slots: int  # the most slots a structure of the chunk uses
 
 
 @dataclasses.dataclass
 class _Atoms:
     """A batch as device tensors, its structures reordered by padded atom count (``order``).
 
-    Atoms are site species; a structure's atoms are padded (weight 0) to the next of 1, 2, 3, 4, 6, 8,
-    12, ... (:func:`_padded_atoms`), which depends on the structure alone, so that its pattern does not
+    Atoms are site species; a structure's atoms are padded (weight 0) to the next of 8, 12, 16, 24,
+    32, ... (:func:`_padded_atoms`), which depends on the structure alone, so that its pattern does not
     depend on the other structures of the batch.
     """
 
@@ -84,6 +91,10 @@ class _Atoms:
     dtype: torch.dtype  # of the intensities and the reflection positions
     recip_metric: torch.Tensor  # (n, 3, 3) float64 G* = (L L^T)^-1 of the lattice with permuted axes, 1/Angstrom^2
     chunks: list[_Chunk]  # consecutive structures with the same padded size
+    within_chunk: torch.Tensor  # (n,) long, each structure's place in its chunk
+    acentric: torch.Tensor  # (n,) 1 where F is complex; 0 where the atoms are centric halves and F is real
+    slot_key: torch.Tensor  # (n, e) long, the (Z, B) pair of each slot: a row block of ``table``, or an
+    #                         index into key_z / key_b without a table
     key_z: torch.Tensor  # (p,) long, atomic number of each distinct (Z, B) pair (0 for neutrons)
     key_b: torch.Tensor  # (p,) isotropic Debye-Waller B, Angstrom^2
     any_b: bool
@@ -93,6 +104,7 @@ class _Atoms:
     table_top: float  # the largest s^2 of the table, 1/Angstrom^2
     extent: np.ndarray  # (n, 3) hkl box half-widths
     nonneg: np.ndarray  # (n,) 1, 2 or 3: the last this many box axes start at 0 (see laue.py)
+    permutations: np.ndarray  # (n,) the axis permutations of the Laue group, an index into PERMUTATION_GROUPS
 
 
 class PowderSimulator:
@@ -298,12 +310,12 @@ class PowderSimulator:
         r_lo = 2 * math.sin(math.radians(lo_ext / 2)) / self.wavelength
         r_hi = 2 * math.sin(math.radians(hi_ext / 2)) / self.wavelength
         out = None
-        flips = laue_sign_flips(batch)
+        flips, permutations, centres = laue_symmetry(batch)
         for rows in self._passes(batch, r_hi * (1 + strain), n_fft, flips):
             sub = {key: value[rows] for key, value in params.items()}
             atoms = self._atoms(batch[rows], r_hi * (1 + strain), debye_waller_factors, dtype=dtype,
                                 device=self.device, permute=True, md_axis=sub.get("march_dollase_axis"),
-                                flips=flips[rows])
+                                flips=flips[rows], permutations=permutations[rows], centres=centres[rows])
             order = torch.as_tensor(atoms.order, device=self.device)
             strained = sub["strain"][order] if "strain" in sub else None
             refl = self._reflections(atoms, r_lo, r_hi, strain=strained)
@@ -367,11 +379,14 @@ class PowderSimulator:
         return [slice(start, min(n, start + rows)) for start in range(0, n, rows)]
 
     def _atoms(self, batch: StructureBatch, r_max: float, debye_waller_factors, *, dtype, device,
-               permute: bool, md_axis=None, table: bool = True, flips: np.ndarray | None = None) -> _Atoms:
+               permute: bool, md_axis=None, table: bool = True, flips: np.ndarray | None = None,
+               permutations: np.ndarray | None = None, centres: np.ndarray | None = None) -> _Atoms:
         """Check the batch, flatten site species into atoms, assign scattering slots, move to the device.
 
-        ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for. ``flips`` (n, 3),
-        each structure's Laue sign changes (:func:`laue.sign_flips`), let its box be cut (with ``permute``).
+        ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for. ``flips`` (n, 3)
+        and ``permutations`` (n,), each structure's Laue symmetry (:func:`laue.laue_symmetry`), let its
+        box be cut (with ``permute``); ``centres`` (n, 3), its centre of symmetry (NaN if none), let
+        half of its atoms stand for all (:func:`_centric_halves`).
         """
         n, n_sites, n_species = batch.atomic_number.shape
         z_all = batch.atomic_number.reshape(n, -1)
@@ -415,6 +430,11 @@ class PowderSimulator:
         n_slots = np.bincount(combo_row, minlength=n)
         slot_start = np.cumsum(n_slots) - n_slots
         slot = combo - slot_start[rows]
+        centric = np.zeros(n, dtype=bool)
+        if centres is not None and permute:
+            keep, factor, centric, coords = _centric_halves(rows, coords, centres, n_atoms)
+            rows, coords, slot, weight = rows[keep], coords[keep], slot[keep], weight[keep] * factor[keep]
+            n_atoms = np.bincount(rows, minlength=n)
 
         # hkl box: |h| <= |g| |a| for g within the limiting sphere
         lattice = batch.lattice.astype(np.float64)
@@ -438,14 +458,21 @@ class PowderSimulator:
             if md_axis is not None:  # the texture axis, renamed like the lattice axes
                 perm_t = torch.as_tensor(perm, device=md_axis.device)
                 md_axis = torch.argmax((perm_t == md_axis[:, None]).long(), dim=1)
-        recip_metric = np.linalg.inv(lattice @ lattice.transpose(0, 2, 1))
+            if permutations is not None:
+                    permutations = _renamed_permutations(permutations, perm, md_axis)
+        if permutations is None or not permute:
+            permutations = np.zeros(n, dtype=np.int64)
+        # G* = B B^T with the reciprocal basis B (rows b_i = a_j x a_k / V): no per-matrix LAPACK call
+        recip = np.cross(lattice[:, [1, 2, 0]], lattice[:, [2, 0, 1]])
+        recip /= np.einsum("ni,ni->n", lattice[:, 0], recip[:, 0])[:, None, None]
+        recip_metric = recip @ recip.transpose(0, 2, 1)
 
         # structures in order of padded size; each atom at its place in its structure's row
         padded = _padded_atoms(n_atoms)
         order = np.argsort(padded, kind="stable")
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
-        place = np.arange(len(rows)) - (np.cumsum(n_atoms) - n_atoms)[rows]
+        place = np.arange(len(rows)) - (np.cumsum(n_atoms) - n_atoms)[rows]  # rows are sorted
         feat = np.zeros((n, 4, padded.max()), dtype=np.int32)
         fixed_point = np.round((coords - np.round(coords)) * 2.0**PHASE_BITS).astype(np.int64)
         feat[rank[rows], :3, place] = fixed_point.astype(np.int32)  # +1/2 turn wraps to -1/2, the same phase
@@ -455,6 +482,11 @@ class PowderSimulator:
         slot_key = np.zeros((n, n_slots.max()), dtype=np.int64)  # unused slots name pair 0 (no atom uses them)
         slot_key[rank[combo_row], np.arange(len(combos)) - slot_start[combo_row]] = combos % len(pair_values)
         padded, n_slots = padded[order], n_slots[order]
+        table_top = (r_max / 2) ** 2 * (1 + 1e-6)
+        form_factors = None
+        if table:  # slots then name rows of the shared table instead of pairs of this batch
+            form_factors, pair_rows = self._form_factor_table(pairs, table_top, dtype, device)
+            slot_key = pair_rows[slot_key]
 
         def put(x, kind=dtype):
             return torch.as_tensor(np.ascontiguousarray(x), device=device).to(kind)
@@ -464,39 +496,49 @@ class PowderSimulator:
         for start, stop in zip(bounds, bounds[1:]):
             m, e = int(padded[start]), int(n_slots[start:stop].max())
             chunks.append(_Chunk(start, stop, feat=put(feat[start:stop, :, :m], torch.int32),
-                                 slot=put(slots[start:stop, :m], torch.long),
-                                 slot_key=put(slot_key[start:stop, :e], torch.long)))
+                                 slot=put(slots[start:stop, :m], torch.long), slots=e))
+        within_chunk = np.arange(n) - np.repeat(bounds[:-1], np.diff(bounds))
         if md_axis is not None:
             md_axis = md_axis[torch.as_tensor(order, device=md_axis.device)]
         atoms = _Atoms(order=order, dtype=dtype, recip_metric=put(recip_metric[order], torch.float64), chunks=chunks,
+                       within_chunk=put(within_chunk, torch.long), slot_key=put(slot_key, torch.long),
+                       acentric=put(~centric[order]),
                        key_z=put(pairs[:, 0].astype(np.int64), torch.long), key_b=put(pairs[:, 1]),
-                       any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=None,
-                       table_top=(r_max / 2) ** 2 * (1 + 1e-6), extent=extent[order], nonneg=nonneg[order])
-        if table:
-            atoms.table = self._form_factor_table(pairs, atoms.table_top, dtype, device)
+                       any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=form_factors,
+                       table_top=table_top, extent=extent[order], nonneg=nonneg[order],
+                       permutations=permutations[order])
         return atoms
 
-    def _form_factor_table(self, pairs: np.ndarray, table_top: float, dtype, device) -> torch.Tensor:
-        """f(s) exp(-B s^2) of (element, B) ``pairs`` (p, 2) on FORM_FACTOR_POINTS values of s^2 up to
-        ``table_top``, with the step to the next value: (p * FORM_FACTOR_POINTS, 2).
+    def _form_factor_table(self, pairs: np.ndarray, table_top: float, dtype, device) -> tuple[torch.Tensor, np.ndarray]:
+        """f(s) exp(-B s^2) of (element, B) pairs on FORM_FACTOR_POINTS values of s^2 up to ``table_top``.
 
-        Each pair's rows are remembered (``_TABLE_CACHE``), as the same elements recur in every batch.
+        One table is kept per (radiation, s^2 range, dtype, device) and grows by the pairs it has not
+        seen (``_TABLE_CACHE``), as the same elements recur in every batch.
+
+        Args:
+            pairs: (p, 2) atomic number and B (Angstrom^2).
+
+        Returns:
+            the table (q * FORM_FACTOR_POINTS, 2): value and step to the next grid point; and (p,) the
+            table's row block of each pair.
         """
-        keys = [(self.radiation, int(z), float(b), table_top, dtype, str(device)) for z, b in pairs.tolist()]
-        tables = [_TABLE_CACHE.get(key) for key in keys]  # local: another thread may clear the cache
-        missing = [i for i, table in enumerate(tables) if table is None]
+        key = (self.radiation, table_top, dtype, str(device))
+        table, index = _TABLE_CACHE.get(key, (None, {}))  # replaced, never changed: safe to share
+        names = [(int(z), float(b)) for z, b in pairs.tolist()]
+        missing = [i for i, name in enumerate(names) if name not in index]
         if missing:
+            if len(index) + len(missing) > TABLE_CACHE_SIZE:
+                table, index = None, {}
+                missing = list(range(len(names)))
             grid = torch.linspace(0.0, table_top, FORM_FACTOR_POINTS, dtype=dtype, device=device)
             z = torch.as_tensor(pairs[missing, 0].astype(np.int64), device=device)
             b = torch.as_tensor(pairs[missing, 1], device=device).to(dtype)
             f = self._pair_form_factors(z, b, grid[None, :])  # (q, t)
-            slope = torch.diff(f, dim=1, append=f[:, -1:])
-            rows = torch.stack([f, slope], dim=-1)  # value and step to the next
-            if len(_TABLE_CACHE) + len(missing) > TABLE_CACHE_SIZE:
-                _TABLE_CACHE.clear()
-            for i, row in zip(missing, rows):
-                tables[i] = _TABLE_CACHE[keys[i]] = row
-        return torch.cat(tables)
+            rows = torch.stack([f, torch.diff(f, dim=1, append=f[:, -1:])], dim=-1).reshape(-1, 2)
+            table = rows if table is None else torch.cat([table, rows])
+            index = {**index, **{names[i]: len(index) + j for j, i in enumerate(missing)}}
+            _TABLE_CACHE[key] = table, index
+        return table, np.array([index[name] for name in names], dtype=np.int64)
 
     # ---------------------------------------------------------------- stage 1: reflections
 
@@ -520,34 +562,49 @@ class PowderSimulator:
         n = len(atoms.extent)
         if strain is not None:  # isotropic strain a -> a (1 + e) scales G* by (1 + e)^-2
             G = G / ((1 + strain) ** 2)[:, None, None]
+        # the lines, a few per structure, in numpy: many small steps, cheaper there than in torch
         extent, nonneg = atoms.extent, atoms.nonneg
         first = np.where(np.arange(3)[None, :] < 3 - nonneg[:, None], -extent, 0)
         size = extent - first + 1
         n_lines = size[:, 1] * size[:, 2]
         total = int(n_lines.sum())
-        box = np.stack([np.cumsum(n_lines) - n_lines, size[:, 2], first[:, 1], first[:, 0], extent[:, 0],
-                        nonneg], axis=1)
-        per = torch.cat([torch.as_tensor(box, device=device).to(dtype), G.reshape(n, 9)[:, [0, 1, 2, 4, 5, 8]]],
-                        dim=1)
-        line_row = torch.repeat_interleave(torch.arange(n, device=device), torch.as_tensor(n_lines, device=device),
-                                           output_size=total)
-        line = per.index_select(0, line_row)  # (lines, 12)
-        t = torch.arange(total, dtype=dtype, device=device) - line[:, 0]  # line number within the box
-        k = torch.floor((t + 0.5) / line[:, 1])  # float division: exact here, and faster than integers
-        l = t - k * line[:, 1]
-        k += line[:, 2]
-        a = line[:, 6]
-        b = 2 * (line[:, 7] * k + line[:, 8] * l)
-        c = (line[:, 9] * k + 2 * line[:, 10] * l) * k + line[:, 11] * (l * l)
+        line_row = np.repeat(np.arange(n), n_lines)
+        t = np.arange(total) - (np.cumsum(n_lines) - n_lines)[line_row]  # line number within the box
+        k, l = np.divmod(t, size[line_row, 2])
+        k += first[line_row, 1]
+        g = G.reshape(n, 9).cpu().numpy()[line_row]
+        a = g[:, 0]
+        b = 2 * (g[:, 1] * k + g[:, 2] * l)
+        c = (g[:, 4] * k + 2 * g[:, 5] * l) * k + g[:, 8] * (l * l)
         disc = b * b - 4 * a * (c - r_hi**2)
-        root = torch.sqrt(disc.clamp_min(0.0))
-        h_lo = torch.maximum(torch.ceil((-b - root) / (2 * a) - LINE_SLACK), line[:, 3])
-        h_hi = torch.minimum(torch.floor((-b + root) / (2 * a) + LINE_SLACK), line[:, 4])
-        count = torch.where(disc >= 0, (h_hi - h_lo + 1).clamp_min(0.0), 0.0).long()
+        root = np.sqrt(np.maximum(disc, 0.0))
+        h_lo = np.maximum(np.ceil((-b - root) / (2 * a) - LINE_SLACK), first[line_row, 0])
+        h_hi = np.minimum(np.floor((-b + root) / (2 * a) + LINE_SLACK), extent[line_row, 0])
+        permuted = bool(atoms.permutations.any())
+        if permuted:  # keep the largest of each orbit of axis permutations: h >= k, h >= l or k >= l
+            rules = _PERMUTATION_RULES[atoms.permutations][line_row]
+            # cycles: (h, k, l) must also beat (k, l, h) and (l, h, k), so h = l < k... is out where k < l
+            tie = (rules[:, 6] > 0) & (rules[:, 5] == 0) & (k < l)
+            h_lo = np.maximum(np.maximum(h_lo, k + rules[:, 0]), l + rules[:, 1] + tie)
+            h_hi = np.where(k < l + rules[:, 2], h_lo - 1, h_hi)
+            # |stabiliser of hkl| = 1 + i12 [k = l] + (i01 + 2 cyc [k = l]) [h = k] + i02 [h = l], from the
+            # swaps i01, i02, i12 and the cycles cyc in the group
+            same_kl = k == l
+            orbit_columns = [1 + rules[:, 5] * same_kl, rules[:, 3] + 2 * rules[:, 6] * same_kl, rules[:, 4], rules[:, 7]]
+        count = np.where(disc >= 0, np.maximum(h_hi - h_lo + 1, 0.0), 0.0).astype(np.int64)
+        fixed = nonneg[line_row]
+        halved = (l > 0).astype(np.int64) + ((fixed >= 2) & (k != 0))  # indices whose sign the box fixes, not 0
+        h0, a, b, c = (torch.as_tensor(x, device=device) for x in (h_lo - (np.cumsum(count) - count), a, b, c))
+        weight = 2.0**halved  # reflections each hkl stands for, times 2 where h != 0 with ``doubled``
+        columns = [k, l, weight, weight * (fixed == 3)]
+        if permuted:
+            columns += orbit_columns
+        line = torch.as_tensor(np.stack(columns, axis=1), device=device).to(atoms.dtype)  # (lines, 4 or 8)
+        line_row = torch.as_tensor(line_row, device=device)
+        count = torch.as_tensor(count, device=device)
         n_candidates = int(count.sum())
         pick = torch.repeat_interleave(torch.arange(total, device=device), count, output_size=n_candidates)
-        start = torch.cumsum(count, 0) - count
-        h = torch.arange(n_candidates, dtype=dtype, device=device) + (h_lo - start).index_select(0, pick)
+        h = torch.arange(n_candidates, dtype=dtype, device=device) + h0.index_select(0, pick)
         g2 = torch.addcmul(c.index_select(0, pick), torch.addcmul(b.index_select(0, pick), a.index_select(0, pick), h), h)
 
         # one comparison per candidate: |g|^2 within the shell around its middle
@@ -558,16 +615,17 @@ class PowderSimulator:
         index = torch.nonzero(valid)[:, 0]
         keep = pick.index_select(0, index)
         row = line_row.index_select(0, keep)
-        h, g2 = h.index_select(0, index), g2.index_select(0, index)
-        k, l = k.index_select(0, keep), l.index_select(0, keep)
-        fixed = line[:, 5].index_select(0, keep)  # nonneg of the structure
+        line, g2 = line.index_select(0, keep), g2.index_select(0, index)
+        h = h.index_select(0, index).to(atoms.dtype)
+        k, l = line[:, 0], line[:, 1]
+        friedel = torch.addcmul(line[:, 2], line[:, 3], h != 0)
+        if permuted:  # how many distinct hkl the permutations make: |P| / |stabiliser of hkl|
+            fixed_by, with_k, with_l, size = line[:, 4:8].unbind(1)
+            friedel *= size / fixed_by.addcmul(with_k, h == k).addcmul_(with_l, h == l)
         sin2 = (0.25 * self.wavelength**2) * g2
         two_theta = torch.rad2deg(2 * torch.asin(torch.sqrt(sin2.clamp(0.0, 1.0))))
-        halved = (l > 0).to(atoms.dtype)  # indices whose sign the box fixes and which are not zero
-        halved += (fixed >= 2) & (k != 0)
-        halved += (fixed >= 3) & (h != 0)
-        out = {"h": h, "k": k, "l": l, "g2": g2, "sin2": sin2, "two_theta": two_theta}
-        return {"row": row, "friedel": torch.exp2(halved), **{key: x.to(atoms.dtype) for key, x in out.items()}}
+        return {"row": row, "h": h, "k": k, "l": l, "friedel": friedel,
+                **{key: x.to(atoms.dtype) for key, x in (("g2", g2), ("sin2", sin2), ("two_theta", two_theta))}}
 
     # ---------------------------------------------------------------- stage 2: intensities
 
@@ -584,6 +642,9 @@ class PowderSimulator:
         h, k, l = (refl[key].to(torch.int32)[:, None] for key in ("h", "k", "l"))
         s2 = 0.25 * refl["g2"]
         F2 = torch.empty_like(s2)
+        f_all = self._form_factors(atoms, row, s2, exact)  # (r, e) or None
+        acentric = atoms.acentric.index_select(0, row)
+        local_all = atoms.within_chunk.index_select(0, row)
         starts = torch.as_tensor([chunk.start for chunk in atoms.chunks] + [len(atoms.extent)], device=row.device)
         bounds = torch.searchsorted(row, starts).tolist()  # reflections are in structure order
         for chunk, first, last in zip(atoms.chunks, bounds, bounds[1:]):
@@ -591,7 +652,7 @@ class PowderSimulator:
             step = max(1, self.max_batch_bytes // (BYTES_PER_PAIR * m))
             for a in range(first, last, step):
                 b = min(last, a + step)
-                local = row[a:b] - chunk.start
+                local = local_all[a:b]
                 x = chunk.feat.index_select(0, local)  # (r, 4, m)
                 # g.r in units of 2^-32 turns: integer products wrap modulo 2^32, i.e. whole turns, so
                 # the phase is exact whatever the size of hkl (float32 would lose |hkl| x 2^-24 turns)
@@ -599,12 +660,12 @@ class PowderSimulator:
                 turns.addcmul_(x[:, 1], k[a:b]).addcmul_(x[:, 2], l[a:b])
                 phase = turns.to(s2.dtype).mul_(2 * math.pi / 2.0**PHASE_BITS)
                 weight = x[:, 3].view(torch.float32).to(s2.dtype)
-                f = self._form_factors(atoms, chunk, local, s2[a:b], exact)  # (r, e) or None
-                if f is not None:
-                    weight = weight * (f if f.shape[1] == 1 else f.gather(1, chunk.slot.index_select(0, local)))
+                if f_all is not None:
+                    f = f_all[a:b, :chunk.slots]
+                    weight = weight * (f if chunk.slots == 1 else f.gather(1, chunk.slot.index_select(0, local)))
                 re = (torch.cos(phase) * weight).sum(dim=1)
                 im = (torch.sin(phase) * weight).sum(dim=1)
-                torch.addcmul(re * re, im, im, out=F2[a:b])
+                torch.addcmul(re * re, im * acentric[a:b], im, out=F2[a:b])
 
         sin2 = refl["sin2"]
         cos_theta = torch.sqrt(1 - sin2)
@@ -639,17 +700,16 @@ class PowderSimulator:
             f = f * torch.exp(-(b * s2).clamp_max(EXP_FLOOR))
         return f
 
-    def _form_factors(self, atoms: _Atoms, chunk: _Chunk, local: torch.Tensor, s2: torch.Tensor,
-                      exact: bool) -> torch.Tensor | None:
-        """The scattering factor of each slot of the chunk's structures ``local`` (r,) at s^2 (r,): (r, e).
+    def _form_factors(self, atoms: _Atoms, row: torch.Tensor, s2: torch.Tensor, exact: bool) -> torch.Tensor | None:
+        """The scattering factor of each slot of structures ``row`` (r,) at s^2 (r,): (r, e).
 
         None where it is 1 (neutrons without Debye-Waller factors). Unless ``exact``, each (element,
-        B) pair was tabulated once per batch on FORM_FACTOR_POINTS values of s^2 (``atoms.table``)
+        B) pair is tabulated once on FORM_FACTOR_POINTS values of s^2 (``atoms.table``)
         and is interpolated linearly (relative error below 1e-4).
         """
         if self.radiation == "neutron" and not atoms.any_b:
             return None
-        keys = chunk.slot_key.index_select(0, local)  # (r, e)
+        keys = atoms.slot_key.index_select(0, row)  # (r, e)
         if exact:
             full = self._pair_form_factors(atoms.key_z, atoms.key_b, s2[None, :])  # (p, r)
             return full.gather(0, keys.T).T
@@ -785,9 +845,66 @@ def _nonneg(flips: np.ndarray) -> np.ndarray:
     return np.where(count == 3, 3, np.where(count == 1, 2, 1))
 
 
+def _renamed_permutations(codes: np.ndarray, perm: np.ndarray, md_axis) -> np.ndarray:
+    """Permutation groups (PERMUTATION_GROUPS codes, cell axes) in the axis order ``perm`` (n, 3).
+
+    With a March-Dollase texture axis (``md_axis``, (n,) in the new order), only permutations that
+    keep it stay: the texture factor depends on the angle to that axis.
+    """
+    names = np.array(PERMUTATION_GROUPS)[codes]
+    place = np.argsort(perm, axis=1)  # where each cell axis went
+    renamed = codes.copy()
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        rows = np.flatnonzero(names == f"swap{i}{j}")
+        if len(rows):
+            pair = np.sort(np.stack([place[rows, i], place[rows, j]], axis=1), axis=1)
+            renamed[rows] = [PERMUTATION_GROUPS.index(f"swap{a}{b}") for a, b in pair.tolist()]
+    if md_axis is not None:
+        axis = md_axis.cpu().numpy()
+        others = {0: "swap12", 1: "swap02", 2: "swap01"}
+        names = np.array(PERMUTATION_GROUPS)[renamed]
+        kept = np.array([name == others[a] for name, a in zip(names.tolist(), axis.tolist())], dtype=bool)
+        swap_others = np.array([PERMUTATION_GROUPS.index(others[a]) for a in axis.tolist()], dtype=np.int64)
+        renamed = np.where(names == "all", swap_others, np.where(kept, renamed, 0))
+    return renamed
+
+
+def _centric_halves(rows: np.ndarray, coords: np.ndarray, centres: np.ndarray, n_atoms: np.ndarray):
+    """One atom of each pair related by a centre of symmetry, with twice the weight.
+
+    With the origin moved to the centre c, the atoms come in pairs x, -x (or sit on x = -x, each
+    coordinate 0 or 1/2), so F = sum_j w_j cos(g.x_j) is real: the pairs count twice in it and their
+    sines cancel. The atom of a pair kept is the one whose first coordinate away from 0 and 1/2 is
+    positive; a structure whose atoms do not pair up so is left whole.
+
+    Args:
+        rows: (a,) the structure of each atom, sorted; coords: (a, 3) fractional.
+        centres: (n, 3) each structure's centre, NaN where none; n_atoms: (n,).
+
+    Returns:
+        keep (a,) bool, factor (a,) 1 or 2, centric (n,) bool, coords (a, 3) from the centre where centric.
+    """
+    centric = ~np.isnan(centres).any(axis=1)
+    moved = coords - np.nan_to_num(centres)[rows]
+    moved -= np.round(moved)
+    special = (np.abs(moved) < CENTRIC_TOL) | (np.abs(moved) > 0.5 - CENTRIC_TOL)  # on a coordinate x = -x
+    decisive = np.argmax(~special, axis=1)
+    paired = ~special.all(axis=1)
+    keep = ~paired | (moved[np.arange(len(rows)), decisive] > 0)
+    factor = np.where(paired, 2.0, 1.0)
+    counted = np.bincount(rows, np.where(keep, factor, 0.0), minlength=len(n_atoms))
+    centric &= counted == n_atoms  # every atom is its own mate or has exactly one kept
+    keep |= ~centric[rows]
+    factor = np.where(centric[rows], factor, 1.0)
+    return keep, factor, centric, np.where(centric[rows, None], moved, coords)
+
+
 def _padded_atoms(n_atoms: np.ndarray) -> np.ndarray:
-    """(n,) the atom count each structure is padded to: the next of 1, 2, 3, 4, 6, 8, 12, ... (2^k, 3 x 2^(k-2))."""
-    power = 2 ** np.ceil(np.log2(np.maximum(n_atoms, 1)))
+    """(n,) the atom count each structure is padded to: the next of 8, 12, 16, 24, 32, ... (2^k, 3 x 2^(k-2)).
+
+    Small structures share one size (8): they have few reflections, so padding costs less than more chunks.
+    """
+    power = 2 ** np.ceil(np.log2(np.maximum(n_atoms, MIN_PADDED_ATOMS)))
     return np.where(0.75 * power >= n_atoms, 0.75 * power, power).astype(np.int64)
 
 
