@@ -599,7 +599,8 @@ class PowderSimulator:
         columns = [k, l, weight, weight * (fixed == 3)]
         if permuted:
             columns += orbit_columns
-        line = torch.as_tensor(np.stack(columns, axis=1), device=device).to(atoms.dtype)  # (lines, 4 or 8)
+        numpy_dtype = torch.empty(0, dtype=atoms.dtype).numpy().dtype
+        line = torch.as_tensor(np.stack(columns, axis=1, dtype=numpy_dtype), device=device)  # (lines, 4 or 8)
         line_row = torch.as_tensor(line_row, device=device)
         count = torch.as_tensor(count, device=device)
         n_candidates = int(count.sum())
@@ -765,6 +766,16 @@ class PowderSimulator:
         return self.caglioti is not None or self.crystallite_size is not None or "crystallite_size" in params
 
     def _max_fwhm(self, augmentation: Augmentation | None) -> float:
+        """The widest peak (degrees) over the range and the augmentation's widths, remembered per setting."""
+        widths = None if augmentation is None else (augmentation.fwhm_scale, augmentation.crystallite_size)
+        key = (repr(widths), self.fwhm, self.caglioti, self.crystallite_size, self.scherrer_k, self.wavelength,
+               self.two_theta_range)
+        known = self.__dict__.setdefault("_widest", {})
+        if key not in known:
+            known[key] = self._widest_fwhm(augmentation)
+        return known[key]
+
+    def _widest_fwhm(self, augmentation: Augmentation | None) -> float:
         lo, hi = self.two_theta_range
         theta = torch.linspace(lo, min(hi + 5.0, 179.0), 64, dtype=torch.float64) * (math.pi / 360)
         scale = augmentation.fwhm_scale[1] if augmentation and augmentation.fwhm_scale else 1.0
