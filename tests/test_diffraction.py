@@ -35,6 +35,8 @@ def _structures() -> dict[str, Structure]:
             "Cu3Au_disordered": Structure(Lattice.cubic(3.75), [{"Cu": 0.75, "Au": 0.25}] * 4,
                                           [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]),
             "triclinic": triclinic,
+            "pyrite": Structure.from_spacegroup("Pa-3", Lattice.cubic(5.417), ["Fe", "S"],  # cyclic axes only
+                                                [[0, 0, 0], [0.385, 0.385, 0.385]]),
         }
 
 
@@ -272,9 +274,64 @@ def test_laue_sign_flips_in_the_cells_own_setting():
     np.testing.assert_array_equal(laue_sign_flips(reversed_batch), flips[::-1])
 
 
+def _relabelled(structure: Structure, order) -> Structure:
+    """The same crystal with its cell axes taken in ``order``."""
+    return Structure(Lattice(structure.lattice.matrix[list(order)]), structure.species,
+                     structure.frac_coords[:, list(order)])
+
+
+def test_laue_symmetry_finds_axis_permutations_and_centres():
+    from xtal_utils.diffraction.laue import PERMUTATION_GROUPS, laue_symmetry
+
+    structures = {name: STRUCTURES[name] for name in ("NaCl", "rutile", "quartz", "pyrite", "triclinic")}
+    structures["rutile, c first"] = _relabelled(STRUCTURES["rutile"], (2, 0, 1))  # the four-fold axis is a
+    structures["P2_1/c"] = _monoclinic("b")
+    batch = StructureBatch.from_structures(list(structures.values()))
+    _, permutations, centres = laue_symmetry(batch)
+    names = [PERMUTATION_GROUPS[code] for code in permutations]
+    assert names == ["all", "swap01", "none", "cyclic", "none", "swap12", "none"]
+    # quartz (P3_221) and the random triclinic cell have no centre of symmetry; the others map onto
+    # themselves through theirs
+    assert np.isnan(centres).any(axis=1).tolist() == [False, False, True, False, True, False, False]
+    for structure, centre in zip(structures.values(), centres):
+        if np.isnan(centre).any():
+            continue
+        inverted = Structure(structure.lattice, structure.species, 2 * centre - structure.frac_coords)
+        assert _same_sites(structure, inverted)
+
+
+def _same_sites(a: Structure, b: Structure) -> bool:
+    """Whether two structures in the same cell have the same sites (species and positions modulo 1)."""
+    for site in a:
+        delta = b.frac_coords - site.frac_coords
+        delta -= np.round(delta)
+        near = np.linalg.norm(delta @ a.lattice.matrix, axis=1) < 1e-4
+        if not any(b[j].species == site.species for j in np.flatnonzero(near)):
+            return False
+    return len(a) == len(b)
+
+
+def test_centric_halves_keep_one_of_each_pair():
+    from xtal_utils.diffraction.simulator import _centric_halves
+
+    # a centre at (1/4, 1/4, 1/4): atoms at c + x and c - x pair up, the atom at c is its own mate
+    x = np.array([[0.1, 0.2, 0.3], [0.0, 0.3, 0.1]])
+    centre = np.array([[0.25, 0.25, 0.25]])
+    coords = np.concatenate([0.25 + x, 0.25 - x, centre]) % 1.0
+    keep, factor, centric, moved = _centric_halves(np.zeros(5, dtype=int), coords, centre, np.array([5]))
+    assert centric.tolist() == [True]
+    assert keep.tolist() == [True, True, False, False, True] and factor[keep].tolist() == [2, 2, 1]
+    np.testing.assert_allclose(moved[keep], [*x, [0, 0, 0]], atol=1e-12)
+    # atoms that do not pair up about the centre leave the structure whole
+    keep, factor, centric, moved = _centric_halves(np.zeros(2, dtype=int), 0.25 + x, centre, np.array([2]))
+    assert centric.tolist() == [False] and keep.all() and (factor == 1).all()
+    np.testing.assert_allclose(moved, 0.25 + x)
+
+
 @pytest.mark.parametrize("radiation", ["xray", "neutron"])
 def test_laue_reduction_changes_nothing(radiation, monkeypatch):
-    """Patterns from one reflection per Laue orbit equal those from every hkl of the half-sphere."""
+    """Patterns from one reflection per Laue orbit (sign changes, axis permutations) and from centric
+    halves of the atoms equal those from every atom and every hkl of the half-sphere."""
     import xtal_utils.diffraction.simulator as simulator
 
     structures = list(STRUCTURES.values()) + [_monoclinic("b"), _monoclinic("c")]

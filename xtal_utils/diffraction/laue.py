@@ -28,6 +28,9 @@ permutations when a swap holds too). :func:`axis_permutations` finds which. The 
 hold form a group P, and the Laue group contains D x| P (D the eight sign changes), so one hkl with
 h, k, l >= 0 stands for a whole orbit: the simulator keeps the lexicographically largest of its
 permutations under P and weights it by their number (:data:`PERMUTATION_GROUPS`).
+
+:func:`inversion_centres` finds, with the same test (R = -1), where a structure has a centre of
+symmetry; about it F is real, which the simulator uses to sum over half of the atoms.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ from xtal_utils.structures import StructureBatch
 
 COORD_BITS = 18  # fractional coordinates are compared to 2^-18 ~ 4e-6 (3e-5 Angstrom in an 8 A cell)
 METRIC_TOL = 1e-7  # |cos| of a cell angle below this counts as 90 degrees
-CACHE_SIZE = 2**18  # structures whose sign changes are remembered (about 100 bytes each)
-CHUNK_BYTES = 2**26  # bound on the site images tested at once (6 operations x m candidates x m sites)
+CACHE_SIZE = 2**18  # structures whose symmetry is remembered (about 200 bytes each)
+CHUNK_BYTES = 2**26  # bound on the site images tested at once (11 operations x m candidates x m sites)
 _KEY_BITS = 62  # bits of an int64 key: type, then three coordinates
 _PADDING = np.iinfo(np.int64).max
 PERMUTATION_GROUPS = ("none", "swap01", "swap02", "swap12", "cyclic", "all")  # codes of :func:`axis_permutations`
@@ -71,7 +74,7 @@ def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.nda
     keys = _digests(content)
     known = np.array([_cache.get(key, _UNKNOWN) for key in keys], dtype=np.float64).reshape(n, 4)
     missing = np.flatnonzero(known[:, 0] < 0).tolist()
-    step = max(1, CHUNK_BYTES // (6 * 3 * 8 * batch.max_sites**2))
+    step = max(1, CHUNK_BYTES // (11 * 3 * 8 * batch.max_sites**2))
     for start in range(0, len(missing), step):
         rows = missing[start: start + step]
         sub = batch[rows]

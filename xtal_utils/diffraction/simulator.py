@@ -117,8 +117,11 @@ class PowderSimulator:
       lambda = 2 d sin(theta). All hkl in the sphere are counted (none are excluded by symmetry),
       so the multiplicity comes from summing reflections of equal 2-theta; Friedel mates g and -g
       are computed once and counted twice. In :meth:`simulate`, reflections related by the sign
-      changes of the structure's Laue group (two-fold axes and mirrors along the cell axes, found in
-      the cell's own setting) are also computed once and counted by their number (``laue.py``).
+      changes of the structure's Laue group (two-fold axes and mirrors along the cell axes) and by
+      its permutations of the cell axes (four- and three-fold axes of tetragonal and cubic cells),
+      found in the cell's own setting, are also computed once and counted by their number
+      (``laue.py``). Where the structure has a centre of symmetry, F is summed about it: one atom of
+      each pair related by it, twice, and F is real (:func:`_centric_halves`).
     - Structure factor: F(hkl) = sum_j o_j f_j(s) exp(-B_j s^2) exp(2 pi i (h x_j + k y_j + l z_j)),
       s = sin(theta)/lambda = |g|/2, o_j the site occupancy of species j. X-rays: the form factor
       f(s) = Z - 41.78214 s^2 sum_i a_i exp(-b_i s^2) with pymatgen's coefficients. Neutrons:
@@ -140,9 +143,10 @@ class PowderSimulator:
 
     Implementation: the structures of a pass are handled together, with no Python loop over them.
     Each hkl box is cut into lines along h, whose ends come from solving |g| = r_max, so only the hkl
-    of the limiting sphere are generated. F = sum_j o_j f_j(s) exp(i (h X_j + k Y_j + l Z_j)) is then
-    summed over each structure's atoms, padded to a few fixed sizes so that a structure's pattern does
-    not depend on the rest of the batch, and the peaks are rendered by one FFT convolution.
+    of the limiting sphere are generated. F = sum_j o_j f_j(s) exp(2 pi i g.r_j) is then summed over
+    each structure's atoms, with g.r_j exact in 32-bit fixed point and the atoms padded to a few fixed
+    sizes, so that a structure's pattern does not depend on the rest of the batch; the peaks are
+    rendered by one FFT convolution.
     """
 
     def __init__(self, radiation: str = "xray", wavelength: float = CU_KALPHA1,
