@@ -51,7 +51,7 @@ def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
 def no_symmetry(batch):
     """laue_symmetry as if every structure had none: no sign changes, permutations or centre."""
     n = len(batch)
-    return np.zeros((n, 3), dtype=bool), np.zeros(n, dtype=np.int64), np.full((n, 3), np.nan)
+    return np.zeros((n, 3), dtype=bool), np.zeros(n, dtype=np.int64), np.full((n, 3), np.nan), np.zeros(n, dtype=np.int64)
 
 
 def main():

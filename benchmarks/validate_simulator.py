@@ -108,8 +108,8 @@ def main():
         t0 = time.perf_counter()
         patterns = sim.simulate(structures)
         t_sim = time.perf_counter() - t0
-        flips, permutations, centres = laue_symmetry(StructureBatch.from_structures(structures))
-        nothing = lambda b: (np.zeros((len(b), 3), dtype=bool), np.zeros(len(b), dtype=np.int64), np.full((len(b), 3), np.nan))  # noqa: E731
+        flips, permutations, centres, hexagonal = laue_symmetry(StructureBatch.from_structures(structures))
+        nothing = lambda b: (np.zeros((len(b), 3), dtype=bool), np.zeros(len(b), dtype=np.int64), np.full((len(b), 3), np.nan), np.zeros(len(b), dtype=np.int64))  # noqa: E731
         with mock.patch.object(simulator, "laue_symmetry", nothing):
             laue_err = np.abs(sim.simulate(structures) - patterns).max(axis=1)
         grid = sim.two_theta
@@ -140,7 +140,8 @@ def main():
         permuted = ", ".join(f"{PERMUTATION_GROUPS[code]} {count}" for code, count in
                              zip(*np.unique(permutations[permutations > 0], return_counts=True)))
         print(f"  Laue reduction (sign changes of order 2/4/8: {(orbit == 2).sum()}/{(orbit == 4).sum()}/"
-              f"{(orbit == 8).sum()} structures; axis permutations {permuted}) within {LAUE_TOL:g} of all hkl: "
+              f"{(orbit == 8).sum()} structures; axis permutations {permuted}; hexagonal Laue groups "
+              f"{(hexagonal > 0).sum()}; centric {(~np.isnan(centres).any(axis=1)).sum()}) within {LAUE_TOL:g} of all hkl: "
               f"{(laue_err <= LAUE_TOL).sum()}/{n}   worst {laue_err.max():.1e}")
         print(f"  all four: {ok.sum()}/{n}")
         print("  worst cases by cosine (amcsd id, formula, sites, position err, intensity err, cosine):")

@@ -37,6 +37,10 @@ def _structures() -> dict[str, Structure]:
             "triclinic": triclinic,
             "pyrite": Structure.from_spacegroup("Pa-3", Lattice.cubic(5.417), ["Fe", "S"],  # cyclic axes only
                                                 [[0, 0, 0], [0.385, 0.385, 0.385]]),
+            "Mg": Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(3.209, 5.211), ["Mg"],  # 6/mmm
+                                            [[1 / 3, 2 / 3, 0.25]]),
+            "ilmenite": Structure.from_spacegroup("R-3", Lattice.hexagonal(5.088, 14.08), ["Fe", "Ti", "O"],  # -3
+                                                  [[0, 0, 0.3554], [0, 0, 0.1464], [0.317, 0.020, 0.2464]]),
         }
 
 
@@ -280,19 +284,22 @@ def _relabelled(structure: Structure, order) -> Structure:
                      structure.frac_coords[:, list(order)])
 
 
-def test_laue_symmetry_finds_axis_permutations_and_centres():
-    from xtal_utils.diffraction.laue import PERMUTATION_GROUPS, laue_symmetry
+def test_laue_symmetry_finds_axis_permutations_hexagonal_groups_and_centres():
+    from xtal_utils.diffraction.laue import HEXAGONAL_GROUPS, PERMUTATION_GROUPS, laue_symmetry
 
-    structures = {name: STRUCTURES[name] for name in ("NaCl", "rutile", "quartz", "pyrite", "triclinic")}
+    structures = {name: STRUCTURES[name] for name in ("NaCl", "rutile", "quartz", "pyrite", "triclinic", "Mg",
+                                                      "ilmenite")}
     structures["rutile, c first"] = _relabelled(STRUCTURES["rutile"], (2, 0, 1))  # the four-fold axis is a
     structures["P2_1/c"] = _monoclinic("b")
     batch = StructureBatch.from_structures(list(structures.values()))
-    _, permutations, centres = laue_symmetry(batch)
+    _, permutations, centres, hexagonal = laue_symmetry(batch)
     names = [PERMUTATION_GROUPS[code] for code in permutations]
-    assert names == ["all", "swap01", "none", "cyclic", "none", "swap12", "none"]
+    assert names == ["all", "swap01", "none", "cyclic", "none", "none", "none", "swap12", "none"]
+    assert [HEXAGONAL_GROUPS[code] for code in hexagonal] == ["none", "none", "-3m1", "none", "none", "6/mmm", "-3",
+                                                                "none", "none"]
     # quartz (P3_221) and the random triclinic cell have no centre of symmetry; the others map onto
     # themselves through theirs
-    assert np.isnan(centres).any(axis=1).tolist() == [False, False, True, False, True, False, False]
+    assert np.isnan(centres).any(axis=1).tolist() == [False, False, True, False, True, False, False, False, False]
     for structure, centre in zip(structures.values(), centres):
         if np.isnan(centre).any():
             continue
@@ -328,6 +335,12 @@ def test_centric_halves_keep_one_of_each_pair():
     np.testing.assert_allclose(moved, 0.25 + x)
 
 
+def _no_symmetry(batch):
+    """laue.laue_symmetry as if no structure had any symmetry."""
+    n = len(batch)
+    return np.zeros((n, 3), dtype=bool), np.zeros(n, dtype=np.int64), np.full((n, 3), np.nan), np.zeros(n, dtype=np.int64)
+
+
 @pytest.mark.parametrize("radiation", ["xray", "neutron"])
 def test_laue_reduction_changes_nothing(radiation, monkeypatch):
     """Patterns from one reflection per Laue orbit (sign changes, axis permutations) and from centric
@@ -339,7 +352,7 @@ def test_laue_reduction_changes_nothing(radiation, monkeypatch):
     aug = Augmentation(fwhm_scale=(0.8, 1.5), crystallite_size=(20, 200), strain=0.01, zero_shift=0.05,
                        march_dollase=(0.7, 1.3))
     reduced = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
-    monkeypatch.setattr(simulator, "laue_symmetry", lambda batch: (np.zeros((len(batch), 3), dtype=bool), np.zeros(len(batch), dtype=np.int64), np.full((len(batch), 3), np.nan)))
+    monkeypatch.setattr(simulator, "laue_symmetry", _no_symmetry)
     full = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
     for a, b in zip(reduced, full):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)

@@ -31,6 +31,10 @@ permutations under P and weights it by their number (:data:`PERMUTATION_GROUPS`)
 
 :func:`inversion_centres` finds, with the same test (R = -1), where a structure has a centre of
 symmetry; about it F is real, which the simulator uses to sum over half of the atoms.
+
+In hexagonal cells (a = b, gamma = 120 degrees) :func:`hexagonal_symmetry` finds the trigonal and
+hexagonal Laue groups (-3, 6/m, -3m1, -31m, 6/mmm) from the three-fold axis along c and the two-fold
+axes along c, a and [1-10]; the simulator keeps one hkl of each orbit from a wedge of the (h, k) plane.
 """
 
 from __future__ import annotations
@@ -42,10 +46,16 @@ from xtal_utils.structures import StructureBatch
 COORD_BITS = 18  # fractional coordinates are compared to 2^-18 ~ 4e-6 (3e-5 Angstrom in an 8 A cell)
 METRIC_TOL = 1e-7  # |cos| of a cell angle below this counts as 90 degrees
 CACHE_SIZE = 2**18  # structures whose symmetry is remembered (about 200 bytes each)
-CHUNK_BYTES = 2**26  # bound on the site images tested at once (11 operations x m candidates x m sites)
+CHUNK_BYTES = 2**26  # bound on the site images tested at once (18 operations x m candidates x m sites)
 _KEY_BITS = 62  # bits of an int64 key: type, then three coordinates
 _PADDING = np.iinfo(np.int64).max
 PERMUTATION_GROUPS = ("none", "swap01", "swap02", "swap12", "cyclic", "all")  # codes of :func:`axis_permutations`
+# hexagonal cells (a = b, gamma = 120, c unique): x -> R x for the three-fold axis along c and the
+# two-fold axes along c, a and [1-10] (each tested with its product with -1, a mirror)
+_HEXAGONAL_OPS = np.array([[[0, -1, 0], [1, -1, 0], [0, 0, 1]], [[-1, 0, 0], [0, -1, 0], [0, 0, 1]],
+                           [[1, -1, 0], [0, -1, 0], [0, 0, -1]], [[0, -1, 0], [-1, 0, 0], [0, 0, -1]]], dtype=float)
+# the Laue group of each hexagonal_symmetry key: -3, 6/m, -3m1, 6/mmm, -31m, 6/mmm, 6/mmm, 6/mmm
+HEXAGONAL_GROUPS = ("none", "-3", "6/m", "-3m1", "6/mmm", "-31m", "6/mmm", "6/mmm", "6/mmm")
 _SWAPS = ((0, 1), (0, 2), (1, 2))
 _cache: dict[bytes, tuple] = {}  # content digest -> (sign changes (bits 0-2) + 8 x permutation code, centre)
 _UNKNOWN = (-1.0, 0.0, 0.0, 0.0)
@@ -57,24 +67,26 @@ def laue_sign_flips(batch: StructureBatch) -> np.ndarray:
     return laue_symmetry(batch)[0]
 
 
-def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`sign_flips`, :func:`axis_permutations` and :func:`inversion_centres` of every structure,
-    remembered by content.
+def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sign_flips`, :func:`axis_permutations`, :func:`inversion_centres` and
+    :func:`hexagonal_symmetry` of every structure, remembered by content.
 
     Returns:
         flips: (n, 3) bool; permutations: (n,) int, an index into PERMUTATION_GROUPS; centres: (n, 3)
-        fractional coordinates of a centre of symmetry, NaN where there is none.
+        fractional coordinates of a centre of symmetry, NaN where there is none; hexagonal: (n,) int,
+        an index into HEXAGONAL_GROUPS (0: none found).
     """
     n = len(batch)
     if n == 0:
-        return np.zeros((0, 3), dtype=bool), np.zeros(0, dtype=np.int64), np.zeros((0, 3))
+        return (np.zeros((0, 3), dtype=bool), np.zeros(0, dtype=np.int64), np.zeros((0, 3)),
+                np.zeros(0, dtype=np.int64))
     fields = (batch.lattice, batch.frac_coords, batch.atomic_number, batch.occupancy, batch.b_iso,
               batch.n_sites)
     content = np.concatenate([np.ascontiguousarray(x).reshape(n, -1).view(np.uint8) for x in fields], axis=1)
     keys = _digests(content)
     known = np.array([_cache.get(key, _UNKNOWN) for key in keys], dtype=np.float64).reshape(n, 4)
     missing = np.flatnonzero(known[:, 0] < 0).tolist()
-    step = max(1, CHUNK_BYTES // (11 * 3 * 8 * batch.max_sites**2))
+    step = max(1, CHUNK_BYTES // (18 * 3 * 8 * batch.max_sites**2))
     for start in range(0, len(missing), step):
         rows = missing[start: start + step]
         sub = batch[rows]
@@ -82,14 +94,15 @@ def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.nda
         found = sign_flips(sub.lattice, sub.frac_coords, types)
         permutations = axis_permutations(sub.lattice, sub.frac_coords, types, found.all(axis=1))
         centres = inversion_centres(sub.frac_coords, types)
+        hexagonal = hexagonal_symmetry(sub.lattice, sub.frac_coords, types)
         if len(_cache) + len(rows) > CACHE_SIZE:
             _cache.clear()
-        packed = np.column_stack([found @ np.array([1, 2, 4]) + 8 * permutations, centres])
+        packed = np.column_stack([found @ np.array([1, 2, 4]) + 8 * permutations + 64 * hexagonal, centres])
         for i, value in zip(rows, packed.tolist()):
             known[i] = value
             _cache[keys[i]] = tuple(value)
     packed = known[:, 0].astype(np.int64)
-    return (packed[:, None] >> np.arange(3)) & 1 == 1, packed >> 3, known[:, 1:]
+    return (packed[:, None] >> np.arange(3)) & 1 == 1, (packed >> 3) & 7, known[:, 1:], packed >> 6
 
 
 def _digests(content: np.ndarray) -> list[bytes]:
@@ -155,6 +168,24 @@ def inversion_centres(frac_coords: np.ndarray, site_type: np.ndarray) -> np.ndar
     n = len(frac_coords)
     _, t = _holds(frac_coords, site_type, -np.eye(3)[None], np.ones((n, 1), dtype=bool), translations=True)
     return t[:, 0] / 2
+
+
+def hexagonal_symmetry(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarray) -> np.ndarray:
+    """The Laue group of structures in hexagonal cells (|a| = |b|, gamma = 120, c perpendicular to both).
+
+    Returns:
+        (n,) int, an index into HEXAGONAL_GROUPS: 0 where the cell is not hexagonal or has no three-fold
+        axis along c; else 1 + [two-fold along c] + 2 [along a] + 4 [along [1-10]].
+    """
+    metric = lattice @ lattice.transpose(0, 2, 1)
+    diag = np.sqrt(np.einsum("nii->ni", metric))
+    cos = metric / (diag[:, :, None] * diag[:, None, :])
+    hexagonal = ((np.abs(diag[:, 0] - diag[:, 1]) <= METRIC_TOL * diag[:, 0]) & (np.abs(cos[:, 0, 1] + 0.5) <= METRIC_TOL)
+                 & (np.abs(cos[:, 0, 2]) <= METRIC_TOL) & (np.abs(cos[:, 1, 2]) <= METRIC_TOL))
+    ops = np.concatenate([_HEXAGONAL_OPS, -_HEXAGONAL_OPS[1:]])  # the two-fold axes or the mirrors
+    holds = _holds(frac_coords, site_type, ops, np.repeat(hexagonal[:, None], len(ops), axis=1))
+    two = holds[:, 1:4] | holds[:, 4:7]
+    return np.where(holds[:, 0], 1 + two @ np.array([1, 2, 4]), 0)
 
 
 def axis_permutations(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarray,

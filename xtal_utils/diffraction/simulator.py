@@ -105,6 +105,7 @@ class _Atoms:
     extent: np.ndarray  # (n, 3) hkl box half-widths
     nonneg: np.ndarray  # (n,) 1, 2 or 3: the last this many box axes start at 0 (see laue.py)
     permutations: np.ndarray  # (n,) the axis permutations of the Laue group, an index into PERMUTATION_GROUPS
+    hexagonal: np.ndarray  # (n,) the hexagonal Laue group used, an index into laue.HEXAGONAL_GROUPS (0: none)
 
 
 class PowderSimulator:
@@ -117,10 +118,10 @@ class PowderSimulator:
       lambda = 2 d sin(theta). All hkl in the sphere are counted (none are excluded by symmetry),
       so the multiplicity comes from summing reflections of equal 2-theta; Friedel mates g and -g
       are computed once and counted twice. In :meth:`simulate`, reflections related by the sign
-      changes of the structure's Laue group (two-fold axes and mirrors along the cell axes) and by
-      its permutations of the cell axes (four- and three-fold axes of tetragonal and cubic cells),
-      found in the cell's own setting, are also computed once and counted by their number
-      (``laue.py``). Where the structure has a centre of symmetry, F is summed about it: one atom of
+      changes of the structure's Laue group (two-fold axes and mirrors along the cell axes), by
+      its permutations of the cell axes (four- and three-fold axes of tetragonal and cubic cells)
+      and, in hexagonal cells, by the trigonal and hexagonal Laue groups, found in the cell's own
+      setting, are also computed once and counted by their number (``laue.py``). Where the structure has a centre of symmetry, F is summed about it: one atom of
       each pair related by it, twice, and F is real (:func:`_centric_halves`).
     - Structure factor: F(hkl) = sum_j o_j f_j(s) exp(-B_j s^2) exp(2 pi i (h x_j + k y_j + l z_j)),
       s = sin(theta)/lambda = |g|/2, o_j the site occupancy of species j. X-rays: the form factor
@@ -314,12 +315,13 @@ class PowderSimulator:
         r_lo = 2 * math.sin(math.radians(lo_ext / 2)) / self.wavelength
         r_hi = 2 * math.sin(math.radians(hi_ext / 2)) / self.wavelength
         out = None
-        flips, permutations, centres = laue_symmetry(batch)
+        flips, permutations, centres, hexagonal = laue_symmetry(batch)
         for rows in self._passes(batch, r_hi * (1 + strain), n_fft, flips):
             sub = {key: value[rows] for key, value in params.items()}
             atoms = self._atoms(batch[rows], r_hi * (1 + strain), debye_waller_factors, dtype=dtype,
                                 device=self.device, permute=True, md_axis=sub.get("march_dollase_axis"),
-                                flips=flips[rows], permutations=permutations[rows], centres=centres[rows])
+                                flips=flips[rows], permutations=permutations[rows], centres=centres[rows],
+                                hexagonal=hexagonal[rows])
             order = torch.as_tensor(atoms.order, device=self.device)
             strained = sub["strain"][order] if "strain" in sub else None
             refl = self._reflections(atoms, r_lo, r_hi, strain=strained)
@@ -384,13 +386,15 @@ class PowderSimulator:
 
     def _atoms(self, batch: StructureBatch, r_max: float, debye_waller_factors, *, dtype, device,
                permute: bool, md_axis=None, table: bool = True, flips: np.ndarray | None = None,
-               permutations: np.ndarray | None = None, centres: np.ndarray | None = None) -> _Atoms:
+               permutations: np.ndarray | None = None, centres: np.ndarray | None = None,
+               hexagonal: np.ndarray | None = None) -> _Atoms:
         """Check the batch, flatten site species into atoms, assign scattering slots, move to the device.
 
         ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for. ``flips`` (n, 3)
         and ``permutations`` (n,), each structure's Laue symmetry (:func:`laue.laue_symmetry`), let its
         box be cut (with ``permute``); ``centres`` (n, 3), its centre of symmetry (NaN if none), let
-        half of its atoms stand for all (:func:`_centric_halves`).
+        half of its atoms stand for all (:func:`_centric_halves`); ``hexagonal`` (n,), its trigonal or
+        hexagonal Laue group, lets a wedge of the (h, k) plane stand for the rest (:func:`_hexagonal_wedge`).
         """
         n, n_sites, n_species = batch.atomic_number.shape
         z_all = batch.atomic_number.reshape(n, -1)
@@ -447,6 +451,10 @@ class PowderSimulator:
             raise ValueError(self._describe(batch, int(np.argmax(extent.max(axis=1) == 0)),
                                             self._no_reflection_problem()))
         nonneg = np.ones(n, dtype=np.int64)
+        if hexagonal is None or not permute:
+            hexagonal = np.zeros(n, dtype=np.int64)
+        elif md_axis is not None:  # the three-fold axis keeps the angle to c* only
+            hexagonal = np.where(md_axis.cpu().numpy() == 2, hexagonal, 0)
         if permute:  # the largest box axis first: the lines of :meth:`_reflections` run along it
             order_key = -extent.astype(np.float64)
             if flips is not None:
@@ -455,6 +463,9 @@ class PowderSimulator:
                 one = np.flatnonzero(nonneg == 2)
                 free = np.argmax(np.where(flips[one], -1, extent[one]), axis=1)
                 order_key[one, free] -= 1e9
+            # hexagonal Laue groups: the cell's own axes (lines along a), all of the half-sphere l >= 0
+            order_key[hexagonal > 0] = np.arange(3)
+            nonneg[hexagonal > 0] = 1
             perm = np.argsort(order_key, axis=1, kind="stable")
             extent = np.take_along_axis(extent, perm, axis=1)
             lattice = np.take_along_axis(lattice, perm[:, :, None], axis=1)
@@ -510,7 +521,7 @@ class PowderSimulator:
                        key_z=put(pairs[:, 0].astype(np.int64), torch.long), key_b=put(pairs[:, 1]),
                        any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=form_factors,
                        table_top=table_top, extent=extent[order], nonneg=nonneg[order],
-                       permutations=permutations[order])
+                       permutations=permutations[order], hexagonal=hexagonal[order])
         return atoms
 
     def _form_factor_table(self, pairs: np.ndarray, table_top: float, dtype, device) -> tuple[torch.Tensor, np.ndarray]:
@@ -595,14 +606,28 @@ class PowderSimulator:
             # swaps i01, i02, i12 and the cycles cyc in the group
             same_kl = k == l
             orbit_columns = [1 + rules[:, 5] * same_kl, rules[:, 3] + 2 * rules[:, 6] * same_kl, rules[:, 4], rules[:, 7]]
+        hexagonal = atoms.hexagonal[line_row]
+        if hexagonal.any():
+            on = np.flatnonzero(hexagonal)
+            h_min, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(hexagonal[on], k[on], l[on])
+            h_lo[on] = np.maximum(h_lo[on], h_min)
         count = np.where(disc >= 0, np.maximum(h_hi - h_lo + 1, 0.0), 0.0).astype(np.int64)
         fixed = nonneg[line_row]
         halved = (l > 0).astype(np.int64) + ((fixed >= 2) & (k != 0))  # indices whose sign the box fixes, not 0
         h0, a, b, c = (torch.as_tensor(x, device=device) for x in (h_lo - (np.cumsum(count) - count), a, b, c))
         weight = 2.0**halved  # reflections each hkl stands for, times 2 where h != 0 with ``doubled``
-        columns = [k, l, weight, weight * (fixed == 3)]
+        doubled = weight * (fixed == 3)
+        if hexagonal.any():  # the orbit: ``origin`` at h = 0, ``full`` elsewhere, less on a mirror line
+            weight[on], doubled[on] = origin, full - origin
+            mirrors = np.full((3, len(k)), np.nan)
+            mirrors[2] = 0.0
+            mirrors[:, on] = mirror_1, mirror_2, smaller
+        columns = [k, l, weight, doubled]
         if permuted:
             columns += orbit_columns
+        if hexagonal.any():
+            first_hexagonal = len(columns)
+            columns += list(mirrors)
         numpy_dtype = torch.empty(0, dtype=atoms.dtype).numpy().dtype
         line = torch.as_tensor(np.stack(columns, axis=1, dtype=numpy_dtype), device=device)  # (lines, 4 or 8)
         line_row = torch.as_tensor(line_row, device=device)
@@ -627,6 +652,9 @@ class PowderSimulator:
         if permuted:  # how many distinct hkl the permutations make: |P| / |stabiliser of hkl|
             fixed_by, with_k, with_l, size = line[:, 4:8].unbind(1)
             friedel *= size / fixed_by.addcmul(with_k, h == k).addcmul_(with_l, h == l)
+        if hexagonal.any():  # hexagonal Laue groups: smaller orbits on the wedge's mirror lines
+            mirror_1, mirror_2, smaller = line[:, first_hexagonal:first_hexagonal + 3].unbind(1)
+            friedel -= smaller * ((h == mirror_1) | (h == mirror_2))
         sin2 = (0.25 * self.wavelength**2) * g2
         two_theta = torch.rad2deg(2 * torch.asin(torch.sqrt(sin2.clamp(0.0, 1.0))))
         return {"row": row, "h": h, "k": k, "l": l, "friedel": friedel,
@@ -858,6 +886,47 @@ def _nonneg(flips: np.ndarray) -> np.ndarray:
     """(n,) how many box axes can start at 0, from the Laue sign changes ``flips`` (n, 3)."""
     count = flips.sum(axis=1)
     return np.where(count == 3, 3, np.where(count == 1, 2, 1))
+
+
+# the (h, k) plane of hexagonal axes under each Laue group: the planar group for l > 0 and for l = 0
+# (1 C3, 2 C6, 3 D3 with mirrors along a* and b*, 4 D3 with a mirror along a* + b*, 5 D6)
+_PLANE_GROUPS = {"-3": (1, 2), "6/m": (2, 2), "-3m1": (3, 5), "-31m": (4, 5), "6/mmm": (5, 5)}
+
+
+def _hexagonal_wedge(group: np.ndarray, k: np.ndarray, l: np.ndarray):
+    """The hkl that stand for their orbits in hexagonal Laue groups, line by line (k, l fixed).
+
+    The largest of each orbit by (l, h, k) is kept: l >= 0, and (h, k) the largest of its orbit under
+    the planar group of the l-keeping operations (for l = 0, of all). With the three-fold rotation
+    (h, k) -> (k, -h-k), these wedges (h > 0 unless h = k = 0) are: C3: h >= k for k > 0, 2h + k > 0
+    for k <= 0; C6: -h < k <= 0; D3 (mirrors (h, k) -> (-h, h + k)): -h <= k <= 0; D3 (mirror
+    (h, k) -> (k, h)): -h/2 <= k <= h; D6: -h/2 <= k <= 0. An orbit has |G| members, half that for
+    hkl on a mirror line of the wedge, 1 or 2 for (0, 0, l).
+
+    Args:
+        group: (lines,) an index into laue.HEXAGONAL_GROUPS (not 0); k, l: (lines,).
+
+    Returns:
+        h_min (lines,), the least h of each line (inf where the line keeps nothing); the orbit of
+        the kept (0, k, l) and of the other kept hkl; the two h (NaN if none) on a mirror line and
+        how much smaller the orbit is there.
+    """
+    from xtal_utils.diffraction.laue import HEXAGONAL_GROUPS
+
+    plus, zero = np.array([(0, 0)] + [_PLANE_GROUPS[name] for name in HEXAGONAL_GROUPS[1:]]).T
+    plane = np.where(l > 0, plus[group], zero[group])
+    # k > 0: h >= k (C3, D3 with (h, k) -> (k, h)) or nothing; k < 0: h >= floor(a |k|) + b
+    a = np.array([0, 0.5, 1, 1, 2, 2])[plane]
+    b = np.array([0, 1, 1, 0, 0, 0])[plane]
+    h_min = np.where(k > 0, np.where((plane == 1) | (plane == 4), k, np.inf), np.floor(a * -k) + b)
+    h_min = np.where(k == 0, 0.0, h_min)  # (0, 0, l), then h >= 1 on k = 0
+    copies = np.where(l > 0, 2.0, 1.0)  # the orbit's members at -l
+    full = np.array([1, 3, 6, 6, 6, 12])[plane] * copies
+    full = np.where(((plane == 3) | (plane == 5)) & (k == 0), full / 2, full)  # k = 0 is a mirror line
+    mirror_1 = np.where(plane == 4, k, np.where(plane == 3, -k, np.nan))  # h = k; h = -k
+    mirror_2 = np.where((plane == 4) | (plane == 5), -2.0 * k, np.nan)  # 2k = -h
+    mirror_1[k == 0] = mirror_2[k == 0] = np.nan  # there, h = 0 is the origin of the plane
+    return h_min, copies, full, mirror_1, mirror_2, full / 2
 
 
 def _renamed_permutations(codes: np.ndarray, perm: np.ndarray, md_axis) -> np.ndarray:
