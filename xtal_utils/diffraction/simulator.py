@@ -474,7 +474,7 @@ class PowderSimulator:
                 perm_t = torch.as_tensor(perm, device=md_axis.device)
                 md_axis = torch.argmax((perm_t == md_axis[:, None]).long(), dim=1)
             if permutations is not None:
-                    permutations = _renamed_permutations(permutations, perm, md_axis)
+                permutations = _renamed_permutations(permutations, perm, md_axis)
         if permutations is None or not permute:
             permutations = np.zeros(n, dtype=np.int64)
         # G* = B B^T with the reciprocal basis B (rows b_i = a_j x a_k / V): no per-matrix LAPACK call
