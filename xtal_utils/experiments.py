@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from xtal_utils import crystals, evaluate
 from xtal_utils.config import cache_dir, cache_key, default_device, write_json_atomic
 from xtal_utils.datasets import PatternSource, SimulatedSource
-from xtal_utils.diffraction import CU_KALPHA1, Augmentation, PowderSimulator
+from xtal_utils.diffraction import CU_KALPHA1, SIMULATOR_VERSION, Augmentation, PowderSimulator
 from xtal_utils.models import MODELS
 from xtal_utils.structures import StructureBatch
 from xtal_utils.symmetry import n_classes
@@ -108,7 +108,8 @@ class CrystalSet:
                               f"PATTERN_CACHE_BYTES; use source(), which simulates them on the fly")
         if grid in self._patterns:
             return self._patterns[grid]
-        folder = cache_dir("patterns", {"crystals": self.key, "grid": dataclasses.asdict(grid)})
+        folder = cache_dir("patterns", {"crystals": self.key, "grid": dataclasses.asdict(grid),
+                                        "simulator": SIMULATOR_VERSION})
         path = folder / "patterns.npy"
         if not path.exists():
             simulator = grid.simulator()
@@ -219,6 +220,7 @@ def augmented_patterns(data: CrystalSet, grid: Grid, index, augmentation: Augmen
     """A fixed augmented draw of ``data[index]`` (e.g. a validation set for augmented training), cached."""
     index = np.asarray(index)
     folder = cache_dir("patterns", {"crystals": data.key, "grid": dataclasses.asdict(grid), "index": _digest(index),
+                                    "simulator": SIMULATOR_VERSION,
                                     "augmentation": dataclasses.asdict(augmentation), "seed": seed})
     path = folder / "patterns.npy"
     if not path.exists():
@@ -268,7 +270,7 @@ def train_and_score(train, validation, tests: dict, *, kind: str, data_key: dict
 
 def data_key(data: CrystalSet, grid: Grid, splits: dict, **extra) -> dict:
     """The description of training data that the model cache hashes."""
-    return {"crystals": data.key, "grid": dataclasses.asdict(grid),
+    return {"crystals": data.key, "grid": dataclasses.asdict(grid), "simulator": SIMULATOR_VERSION,
             **{f"{s}_index": _digest(index) for s, index in splits.items() if s != "test"}, **extra}
 
 

@@ -6,6 +6,6 @@ imperfections of measured data for training.
 """
 
 from xtal_utils.diffraction.augment import Augmentation
-from xtal_utils.diffraction.simulator import CU_KALPHA1, Peaks, PowderSimulator
+from xtal_utils.diffraction.simulator import CU_KALPHA1, SIMULATOR_VERSION, Peaks, PowderSimulator
 
-__all__ = ["Augmentation", "CU_KALPHA1", "Peaks", "PowderSimulator"]
+__all__ = ["Augmentation", "CU_KALPHA1", "Peaks", "PowderSimulator", "SIMULATOR_VERSION"]

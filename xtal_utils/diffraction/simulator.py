@@ -17,6 +17,7 @@ from xtal_utils.diffraction.scattering import XRAY_SCALE, neutron_table, symbol,
 from xtal_utils.structures import StructureBatch
 
 CU_KALPHA1 = 1.5406  # Angstrom
+SIMULATOR_VERSION = 2  # part of the key of cached patterns: raise it when patterns change beyond rounding
 TWO_THETA_TOL = 1e-5  # degrees; reflections closer than this are one peak (pymatgen's TWO_THETA_TOL)
 SCALED_INTENSITY_TOL = 1e-3  # peaks at or below this % of the strongest are dropped (as pymatgen does)
 PEAK_TAIL_FWHM = {"gaussian": 4.0, "pseudo_voigt": 25.0}  # margin kept beyond the range, in FWHM
