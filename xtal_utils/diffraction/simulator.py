@@ -76,6 +76,7 @@ class _Chunk:
     stop: int
     feat: torch.Tensor  # (g, 4, m) int32: x, y, z in units of 2^-32 (PHASE_BITS) and the bits of the float32 weight
     slot: torch.Tensor  # (g, m) long, the scattering slot of each atom
+    acentric: int  # the first structure (in the _Atoms) whose F is complex; those before are centric
     slots: int  # the most slots a structure of the chunk uses
 
 
@@ -93,7 +94,6 @@ class _Atoms:
     recip_metric: torch.Tensor  # (n, 3, 3) float64 G* = (L L^T)^-1 of the lattice with permuted axes, 1/Angstrom^2
     chunks: list[_Chunk]  # consecutive structures with the same padded size
     within_chunk: torch.Tensor  # (n,) long, each structure's place in its chunk
-    acentric: torch.Tensor  # (n,) 1 where F is complex; 0 where the atoms are centric halves and F is real
     slot_key: torch.Tensor  # (n, e) long, the (Z, B) pair of each slot: a row block of ``table``, or an
     #                         index into key_z / key_b without a table
     key_z: torch.Tensor  # (p,) long, atomic number of each distinct (Z, B) pair (0 for neutrons)
@@ -485,7 +485,7 @@ class PowderSimulator:
 
         # structures in order of padded size; each atom at its place in its structure's row
         padded = _padded_atoms(n_atoms)
-        order = np.argsort(padded, kind="stable")
+        order = np.lexsort((~centric, padded))  # by padded size, centric structures first
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         place = np.arange(len(rows)) - (np.cumsum(n_atoms) - n_atoms)[rows]  # rows are sorted
@@ -509,16 +509,17 @@ class PowderSimulator:
 
         chunks = []
         bounds = [0, *(np.flatnonzero(np.diff(padded)) + 1).tolist(), n]
+        centric = centric[order]
         for start, stop in zip(bounds, bounds[1:]):
             m, e = int(padded[start]), int(n_slots[start:stop].max())
             chunks.append(_Chunk(start, stop, feat=put(feat[start:stop, :, :m], torch.int32),
-                                 slot=put(slots[start:stop, :m], torch.long), slots=e))
+                                 slot=put(slots[start:stop, :m], torch.long), slots=e,
+                                 acentric=start + int(centric[start:stop].sum())))
         within_chunk = np.arange(n) - np.repeat(bounds[:-1], np.diff(bounds))
         if md_axis is not None:
             md_axis = md_axis[torch.as_tensor(order, device=md_axis.device)]
         atoms = _Atoms(order=order, dtype=dtype, recip_metric=put(recip_metric[order], torch.float64), chunks=chunks,
                        within_chunk=put(within_chunk, torch.long), slot_key=put(slot_key, torch.long),
-                       acentric=put(~centric[order]),
                        key_z=put(pairs[:, 0].astype(np.int64), torch.long), key_b=put(pairs[:, 1]),
                        any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=form_factors,
                        table_top=table_top, extent=extent[order], nonneg=nonneg[order],
@@ -677,11 +678,10 @@ class PowderSimulator:
         s2 = 0.25 * refl["g2"]
         F2 = torch.empty_like(s2)
         f_all = self._form_factors(atoms, row, s2, exact)  # (r, e) or None
-        acentric = atoms.acentric.index_select(0, row)
         local_all = atoms.within_chunk.index_select(0, row)
-        starts = torch.as_tensor([chunk.start for chunk in atoms.chunks] + [len(atoms.extent)], device=row.device)
-        bounds = torch.searchsorted(row, starts).tolist()  # reflections are in structure order
-        for chunk, first, last in zip(atoms.chunks, bounds, bounds[1:]):
+        starts = [x for chunk in atoms.chunks for x in (chunk.start, chunk.acentric)] + [len(atoms.extent)]
+        bounds = torch.searchsorted(row, torch.as_tensor(starts, device=row.device)).tolist()  # structure order
+        for chunk, first, complex_from, last in zip(atoms.chunks, bounds[::2], bounds[1::2], bounds[2::2]):
             m = chunk.feat.shape[2]
             step = max(1, self.max_batch_bytes // (BYTES_PER_PAIR * m))
             for a in range(first, last, step):
@@ -698,8 +698,11 @@ class PowderSimulator:
                     f = f_all[a:b, :chunk.slots]
                     weight = weight * (f if chunk.slots == 1 else f.gather(1, chunk.slot.index_select(0, local)))
                 re = (torch.cos(phase) * weight).sum(dim=1)
-                im = (torch.sin(phase) * weight).sum(dim=1)
-                torch.addcmul(re * re, im * acentric[a:b], im, out=F2[a:b])
+                torch.mul(re, re, out=F2[a:b])
+                c = min(max(complex_from - a, 0), b - a)  # rows from c on have an imaginary part
+                if c < b - a:
+                    im = (torch.sin(phase[c:]) * weight[c:]).sum(dim=1)
+                    F2[a + c: b].addcmul_(im, im)
 
         sin2 = refl["sin2"]
         cos_theta = torch.sqrt(1 - sin2)
