@@ -7,8 +7,8 @@ pymatgen is timed on get_pattern() alone, which returns peak lists (no profile, 
 comparison flatters pymatgen a little. Ours is timed on simulate(): peaks, Gaussian profile and the
 4096-point grid, from a StructureBatch (the cached arrays the study feeds it) and, separately, from
 the list of pymatgen Structures (packing included). The median of ``--repeats`` calls is reported.
-The simulator remembers each structure's Laue symmetry (sign changes, axis permutations, centre of
-symmetry) and each element's form-factor table, so repeated calls (training epochs, these repeats)
+The simulator remembers each structure's Laue symmetry (sign changes, axis permutations, hexagonal
+groups, centre of symmetry) and each element's form-factor table, so repeated calls (training epochs, these repeats)
 skip that work; the "caches cleared" line times a first call on structures it has not seen, and the
 "no symmetry" line sums every hkl of the half-sphere over every atom.
 Our simulator is timed with 1 torch thread and with torch's default (all cores): on a shared
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _amcsd import load_amcsd  # noqa: E402
 
 from xtal_utils.diffraction import PowderSimulator, simulator  # noqa: E402
+from xtal_utils.diffraction.laue import no_symmetry  # noqa: E402
 from xtal_utils.structures import StructureBatch  # noqa: E402
 
 
@@ -46,12 +47,6 @@ def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
-
-
-def no_symmetry(batch):
-    """laue_symmetry as if every structure had none: no sign changes, permutations or centre."""
-    n = len(batch)
-    return np.zeros((n, 3), dtype=bool), np.zeros(n, dtype=np.int64), np.full((n, 3), np.nan), np.zeros(n, dtype=np.int64)
 
 
 def main():

@@ -335,24 +335,19 @@ def test_centric_halves_keep_one_of_each_pair():
     np.testing.assert_allclose(moved, 0.25 + x)
 
 
-def _no_symmetry(batch):
-    """laue.laue_symmetry as if no structure had any symmetry."""
-    n = len(batch)
-    return np.zeros((n, 3), dtype=bool), np.zeros(n, dtype=np.int64), np.full((n, 3), np.nan), np.zeros(n, dtype=np.int64)
-
-
 @pytest.mark.parametrize("radiation", ["xray", "neutron"])
 def test_laue_reduction_changes_nothing(radiation, monkeypatch):
-    """Patterns from one reflection per Laue orbit (sign changes, axis permutations) and from centric
-    halves of the atoms equal those from every atom and every hkl of the half-sphere."""
+    """Patterns from one reflection per Laue orbit (sign changes, axis permutations, hexagonal groups)
+    and from centric halves of the atoms equal those from every atom and every hkl of the half-sphere."""
     import xtal_utils.diffraction.simulator as simulator
+    from xtal_utils.diffraction.laue import no_symmetry
 
     structures = list(STRUCTURES.values()) + [_monoclinic("b"), _monoclinic("c")]
     sim = PowderSimulator(radiation, WAVELENGTH, RANGE, fwhm=FWHM, device="cpu")
     aug = Augmentation(fwhm_scale=(0.8, 1.5), crystallite_size=(20, 200), strain=0.01, zero_shift=0.05,
                        march_dollase=(0.7, 1.3))
     reduced = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
-    monkeypatch.setattr(simulator, "laue_symmetry", _no_symmetry)
+    monkeypatch.setattr(simulator, "laue_symmetry", no_symmetry)
     full = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
     for a, b in zip(reduced, full):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)

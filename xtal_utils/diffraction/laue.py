@@ -24,15 +24,15 @@ orbit is kept with its orbit size:
 When all eight sign changes hold (three perpendicular two-fold axes), the Laue group may also permute
 the axes: a four-fold axis (a tetragonal cell: one swap of two axes of equal length) or three-fold
 axes along the body diagonals (a cubic cell: the cyclic permutations, and with them all six
-permutations when a swap holds too). :func:`axis_permutations` finds which. The permutations that
+permutations when a swap holds too). :func:`cell_symmetry` finds which. The permutations that
 hold form a group P, and the Laue group contains D x| P (D the eight sign changes), so one hkl with
 h, k, l >= 0 stands for a whole orbit: the simulator keeps the lexicographically largest of its
 permutations under P and weights it by their number (:data:`PERMUTATION_GROUPS`).
 
-:func:`inversion_centres` finds, with the same test (R = -1), where a structure has a centre of
+:func:`cell_symmetry` also finds, with the same test (R = -1), where a structure has a centre of
 symmetry; about it F is real, which the simulator uses to sum over half of the atoms.
 
-In hexagonal cells (a = b, gamma = 120 degrees) :func:`hexagonal_symmetry` finds the trigonal and
+In hexagonal cells (a = b, gamma = 120 degrees) :func:`cell_symmetry` finds the trigonal and
 hexagonal Laue groups (-3, 6/m, -3m1, -31m, 6/mmm) from the three-fold axis along c and the two-fold
 axes along c, a and [1-10]; the simulator keeps one hkl of each orbit from a wedge of the (h, k) plane.
 """
@@ -49,12 +49,12 @@ CACHE_SIZE = 2**18  # structures whose symmetry is remembered (about 200 bytes e
 CHUNK_BYTES = 2**26  # bound on the site images tested at once (18 operations x m candidates x m sites)
 _KEY_BITS = 62  # bits of an int64 key: type, then three coordinates
 _PADDING = np.iinfo(np.int64).max
-PERMUTATION_GROUPS = ("none", "swap01", "swap02", "swap12", "cyclic", "all")  # codes of :func:`axis_permutations`
+PERMUTATION_GROUPS = ("none", "swap01", "swap02", "swap12", "cyclic", "all")  # axis permutations in a Laue group
 # hexagonal cells (a = b, gamma = 120, c unique): x -> R x for the three-fold axis along c and the
 # two-fold axes along c, a and [1-10] (each tested with its product with -1, a mirror)
 _HEXAGONAL_OPS = np.array([[[0, -1, 0], [1, -1, 0], [0, 0, 1]], [[-1, 0, 0], [0, -1, 0], [0, 0, 1]],
                            [[1, -1, 0], [0, -1, 0], [0, 0, -1]], [[0, -1, 0], [-1, 0, 0], [0, 0, -1]]], dtype=float)
-# the Laue group of each hexagonal_symmetry key: -3, 6/m, -3m1, 6/mmm, -31m, 6/mmm, 6/mmm, 6/mmm
+# the Laue group of each hexagonal key of cell_symmetry: 1 + [2 along c] + 2 [2 along a] + 4 [2 along [1-10]]
 HEXAGONAL_GROUPS = ("none", "-3", "6/m", "-3m1", "6/mmm", "-31m", "6/mmm", "6/mmm", "6/mmm")
 _SWAPS = ((0, 1), (0, 2), (1, 2))
 _cache: dict[bytes, tuple] = {}  # content digest -> (sign changes (bits 0-2) + 8 x permutation code, centre)
@@ -63,13 +63,12 @@ _HASH_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # spli
 
 
 def laue_sign_flips(batch: StructureBatch) -> np.ndarray:
-    """:func:`sign_flips` of every structure of a batch: (n, 3) bool (see :func:`laue_symmetry`)."""
+    """The Laue sign changes of every structure of a batch: (n, 3) bool (see :func:`laue_symmetry`)."""
     return laue_symmetry(batch)[0]
 
 
 def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`sign_flips`, :func:`axis_permutations`, :func:`inversion_centres` and
-    :func:`hexagonal_symmetry` of every structure, remembered by content.
+    """:func:`cell_symmetry` of every structure, remembered by content.
 
     Returns:
         flips: (n, 3) bool; permutations: (n,) int, an index into PERMUTATION_GROUPS; centres: (n, 3)
@@ -90,11 +89,7 @@ def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.nda
     for start in range(0, len(missing), step):
         rows = missing[start: start + step]
         sub = batch[rows]
-        types = site_types(sub)
-        found = sign_flips(sub.lattice, sub.frac_coords, types)
-        permutations = axis_permutations(sub.lattice, sub.frac_coords, types, found.all(axis=1))
-        centres = inversion_centres(sub.frac_coords, types)
-        hexagonal = hexagonal_symmetry(sub.lattice, sub.frac_coords, types)
+        found, permutations, centres, hexagonal = cell_symmetry(sub.lattice, sub.frac_coords, site_types(sub))
         if len(_cache) + len(rows) > CACHE_SIZE:
             _cache.clear()
         packed = np.column_stack([found @ np.array([1, 2, 4]) + 8 * permutations + 64 * hexagonal, centres])
@@ -103,6 +98,12 @@ def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.nda
             _cache[keys[i]] = tuple(value)
     packed = known[:, 0].astype(np.int64)
     return (packed[:, None] >> np.arange(3)) & 1 == 1, (packed >> 3) & 7, known[:, 1:], packed >> 6
+
+
+def no_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`laue_symmetry` as if no structure had any symmetry (every hkl, every atom): a reference."""
+    n = len(batch)
+    return np.zeros((n, 3), dtype=bool), np.zeros(n, dtype=np.int64), np.full((n, 3), np.nan), np.zeros(n, dtype=np.int64)
 
 
 def _digests(content: np.ndarray) -> list[bytes]:
@@ -135,8 +136,11 @@ def site_types(batch: StructureBatch) -> np.ndarray:
     return np.where(np.arange(m)[None, :] < batch.n_sites[:, None], types.reshape(n, m), -1)
 
 
-def sign_flips(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarray) -> np.ndarray:
-    """Which single-index sign changes (h, k or l -> its negative) are in each structure's Laue group.
+def cell_symmetry(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarray):
+    """The parts of each structure's Laue group the simulator uses, found in the cell as given.
+
+    Every candidate operation R (sign changes, axis permutations, -1, the hexagonal rotations) is
+    tested in one pass of :func:`_holds`, for the structures whose metric R keeps (R^T G R = G).
 
     Args:
         lattice: (n, 3, 3) rows a, b, c in Angstrom.
@@ -144,77 +148,53 @@ def sign_flips(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarr
         site_type: (n, m) int, equal for sites with the same species, occupancies and B; -1 for padding.
 
     Returns:
-        (n, 3) bool; the number of True per row is 0, 1 or 3 (two flips imply the third).
+        flips: (n, 3) bool, which single-index sign changes (h, k or l -> its negative) are in the
+            Laue group; 0, 1 or 3 per row (two flips imply the third).
+        permutations: (n,) int, an index into PERMUTATION_GROUPS: the group generated by the axis
+            permutations that hold, where all three flips do.
+        centres: (n, 3) fractional coordinates of a centre of symmetry (x -> 2c - x), NaN where none.
+        hexagonal: (n,) int, an index into HEXAGONAL_GROUPS: 0 unless the cell is hexagonal (|a| = |b|,
+            gamma = 120, c perpendicular to both) with a three-fold axis along c.
     """
+    n = len(lattice)
     metric = lattice @ lattice.transpose(0, 2, 1)
     diag = np.sqrt(np.einsum("nii->ni", metric))
-    cos = np.abs(metric) / (diag[:, :, None] * diag[:, None, :])  # (n, 3, 3)
+    cos = metric / (diag[:, :, None] * diag[:, None, :])  # (n, 3, 3)
+    right = np.abs(cos) <= METRIC_TOL  # (n, 3, 3) perpendicular axes
+    equal = [np.abs(diag[:, i] - diag[:, j]) <= METRIC_TOL * diag[:, i] for i, j in _SWAPS]
 
-    # the six candidate operations: axis a flipped alone (a mirror) or the other two (a two-fold axis)
+    # sign changes: axis a flipped alone (a mirror) or the other two (a two-fold axis)
     signs = np.ones((6, 3))
     signs[np.arange(3), np.arange(3)] = -1.0
     signs[3:] = -signs[:3]
     flipped = signs < 0
     mixed = flipped[:, :, None] != flipped[:, None, :]  # (6, 3, 3) metric entries that change sign
-    metric_ok = ((cos[:, None] <= METRIC_TOL) | ~mixed[None]).all(axis=(2, 3))  # (n, 6): D G D = G
-    holds = _holds(frac_coords, site_type, np.eye(3)[None] * signs[:, None, :], metric_ok)
-    flips = holds[:, :3] | holds[:, 3:]  # a mirror or a two-fold axis along each axis
+    flip_ok = (right[:, None] | ~mixed[None]).all(axis=(2, 3))  # (n, 6)
+    # axis permutations: the three swaps, then the cycle a -> b -> c -> a (in orthogonal cells)
+    swaps = np.stack([np.eye(3)[[j if a == i else i if a == j else a for a in range(3)]] for i, j in _SWAPS])
+    orthogonal = right[:, 0, 1] & right[:, 0, 2] & right[:, 1, 2]
+    permute_ok = np.stack([*equal, equal[0] & equal[2]], axis=1) & orthogonal[:, None]  # (n, 4)
+    # hexagonal cells: the three-fold axis and the two-fold axes or mirrors
+    hexagonal_cell = equal[0] & (np.abs(cos[:, 0, 1] + 0.5) <= METRIC_TOL) & right[:, 0, 2] & right[:, 1, 2]
+
+    ops = np.concatenate([np.eye(3)[None] * signs[:, None, :], swaps, np.eye(3)[None, [2, 0, 1]], -np.eye(3)[None],
+                          _HEXAGONAL_OPS, -_HEXAGONAL_OPS[1:]])  # (18, 3, 3)
+    allowed = np.concatenate([flip_ok, permute_ok, np.ones((n, 1), dtype=bool),
+                              np.repeat(hexagonal_cell[:, None], 7, axis=1)], axis=1)
+    holds, t = _holds(frac_coords, site_type, ops, allowed, translations=True)
+
+    flips = holds[:, 0:3] | holds[:, 3:6]  # a mirror or a two-fold axis along each axis
     flips[flips.sum(axis=1) >= 2] = True  # the product of two flips, times -1, is the third
-    return flips
-
-
-def inversion_centres(frac_coords: np.ndarray, site_type: np.ndarray) -> np.ndarray:
-    """Where each structure has a centre of symmetry (x -> c - (x - c)): (n, 3) fractional, NaN where none."""
-    n = len(frac_coords)
-    _, t = _holds(frac_coords, site_type, -np.eye(3)[None], np.ones((n, 1), dtype=bool), translations=True)
-    return t[:, 0] / 2
-
-
-def hexagonal_symmetry(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarray) -> np.ndarray:
-    """The Laue group of structures in hexagonal cells (|a| = |b|, gamma = 120, c perpendicular to both).
-
-    Returns:
-        (n,) int, an index into HEXAGONAL_GROUPS: 0 where the cell is not hexagonal or has no three-fold
-        axis along c; else 1 + [two-fold along c] + 2 [along a] + 4 [along [1-10]].
-    """
-    metric = lattice @ lattice.transpose(0, 2, 1)
-    diag = np.sqrt(np.einsum("nii->ni", metric))
-    cos = metric / (diag[:, :, None] * diag[:, None, :])
-    hexagonal = ((np.abs(diag[:, 0] - diag[:, 1]) <= METRIC_TOL * diag[:, 0]) & (np.abs(cos[:, 0, 1] + 0.5) <= METRIC_TOL)
-                 & (np.abs(cos[:, 0, 2]) <= METRIC_TOL) & (np.abs(cos[:, 1, 2]) <= METRIC_TOL))
-    ops = np.concatenate([_HEXAGONAL_OPS, -_HEXAGONAL_OPS[1:]])  # the two-fold axes or the mirrors
-    holds = _holds(frac_coords, site_type, ops, np.repeat(hexagonal[:, None], len(ops), axis=1))
-    two = holds[:, 1:4] | holds[:, 4:7]
-    return np.where(holds[:, 0], 1 + two @ np.array([1, 2, 4]), 0)
-
-
-def axis_permutations(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.ndarray,
-                      candidates: np.ndarray) -> np.ndarray:
-    """Which permutations of the cell axes are in each structure's Laue group.
-
-    Only structures marked in ``candidates`` (n,) are tested: those with all three sign changes, in
-    whose cells a permutation of axes of equal length keeps the metric. A permutation P holds when
-    x -> P x + t maps the structure onto itself; with the sign changes, so does every signed P.
-
-    Returns:
-        (n,) int, an index into PERMUTATION_GROUPS: the group the permutations that hold generate.
-    """
-    n = len(lattice)
-    length2 = np.einsum("nij,nij->ni", lattice, lattice)  # (n, 3) |a|^2, |b|^2, |c|^2
-    ops = np.zeros((4, 3, 3))
-    for q, (i, j) in enumerate(_SWAPS):  # the three swaps, then the cycle a -> b -> c -> a
-        ops[q] = np.eye(3)[[j if a == i else i if a == j else a for a in range(3)]]
-    ops[3] = np.eye(3)[[2, 0, 1]]
-    equal = [np.abs(length2[:, i] - length2[:, j]) <= METRIC_TOL * length2[:, i] for i, j in _SWAPS]
-    metric_ok = np.stack([*equal, equal[0] & equal[2]], axis=1) & candidates[:, None]  # (n, 4)
-    holds = _holds(frac_coords, site_type, ops, metric_ok)  # (n, 4)
-    swaps, cyclic = holds[:, :3], holds[:, 3]
-    code = np.zeros(n, dtype=np.int64)
-    one = swaps.sum(axis=1) == 1
-    code[one] = 1 + np.argmax(swaps[one], axis=1)
-    code[cyclic] = PERMUTATION_GROUPS.index("cyclic")
-    code[(swaps.sum(axis=1) >= 2) | (cyclic & swaps.any(axis=1))] = PERMUTATION_GROUPS.index("all")
-    return code
+    swapped, cyclic = holds[:, 6:9] & flips.all(axis=1, keepdims=True), holds[:, 9] & flips.all(axis=1)
+    permutations = np.zeros(n, dtype=np.int64)
+    one = swapped.sum(axis=1) == 1
+    permutations[one] = 1 + np.argmax(swapped[one], axis=1)
+    permutations[cyclic] = PERMUTATION_GROUPS.index("cyclic")
+    permutations[(swapped.sum(axis=1) >= 2) | (cyclic & swapped.any(axis=1))] = PERMUTATION_GROUPS.index("all")
+    centres = t[:, 10] / 2
+    two = holds[:, 12:15] | holds[:, 15:18]
+    hexagonal = np.where(holds[:, 11], 1 + two @ np.array([1, 2, 4]), 0)
+    return flips, permutations, centres, hexagonal
 
 
 def _holds(frac_coords: np.ndarray, site_type: np.ndarray, ops: np.ndarray, allowed: np.ndarray,

@@ -11,7 +11,7 @@ import torch
 from xtal_utils.config import default_device
 from xtal_utils.diffraction import profile as _profile
 from xtal_utils.diffraction.augment import Augmentation
-from xtal_utils.diffraction.laue import PERMUTATION_GROUPS, laue_symmetry
+from xtal_utils.diffraction.laue import HEXAGONAL_GROUPS, PERMUTATION_GROUPS, laue_symmetry
 from xtal_utils.diffraction.laue import _cache as _laue_cache
 from xtal_utils.diffraction.scattering import XRAY_SCALE, neutron_table, symbol, xray_table
 from xtal_utils.structures import StructureBatch
@@ -25,7 +25,7 @@ WIDTH_SAMPLES = 33  # 2-theta samples used to find each pattern's range of peak 
 BYTES_PER_HKL = 400  # rough device memory per hkl of a box in one pass (lines, candidates, reflections)
 BYTES_PER_PAIR = 64  # device memory per (reflection, atom) pair while summing structure factors
 CENTRIC_TOL = 2.0**-12  # fractional coordinates this close to 0 or 1/2 (from a centre) lie on x = -x
-MIN_PADDED_ATOMS = 8  # structures with fewer atoms are padded to this many (see _padded_atoms)
+MIN_PADDED_ATOMS = 8  # the ladder of padded sizes starts at 3/4 of this (see _padded_atoms)
 PHASE_BITS = 32  # fractional coordinates in fixed point, so that g.r wraps exactly in int32 arithmetic
 LINE_SLACK = 1e-3  # the h range of each line, from the limiting sphere, is widened by this before the exact test
 FORM_FACTOR_POINTS = 1024  # s^2 samples of the form-factor table
@@ -84,8 +84,8 @@ class _Chunk:
 class _Atoms:
     """A batch as device tensors, its structures reordered by padded atom count (``order``).
 
-    Atoms are site species; a structure's atoms are padded (weight 0) to the next of 8, 12, 16, 24,
-    32, ... (:func:`_padded_atoms`), which depends on the structure alone, so that its pattern does not
+    Atoms are site species; a structure's atoms are padded (weight 0) to the next of 6, 8, 12, 16,
+    24, ... (:func:`_padded_atoms`), which depends on the structure alone, so that its pattern does not
     depend on the other structures of the batch.
     """
 
@@ -122,8 +122,9 @@ class PowderSimulator:
       changes of the structure's Laue group (two-fold axes and mirrors along the cell axes), by
       its permutations of the cell axes (four- and three-fold axes of tetragonal and cubic cells)
       and, in hexagonal cells, by the trigonal and hexagonal Laue groups, found in the cell's own
-      setting, are also computed once and counted by their number (``laue.py``). Where the structure has a centre of symmetry, F is summed about it: one atom of
-      each pair related by it, twice, and F is real (:func:`_centric_halves`).
+      setting, are also computed once and counted by their number (``laue.py``). Where the
+      structure has a centre of symmetry, F is summed about it: one atom of each pair related by
+      it, twice, and F is real (:func:`_centric_halves`).
     - Structure factor: F(hkl) = sum_j o_j f_j(s) exp(-B_j s^2) exp(2 pi i (h x_j + k y_j + l z_j)),
       s = sin(theta)/lambda = |g|/2, o_j the site occupancy of species j. X-rays: the form factor
       f(s) = Z - 41.78214 s^2 sum_i a_i exp(-b_i s^2) with pymatgen's coefficients. Neutrons:
@@ -328,8 +329,8 @@ class PowderSimulator:
             refl = self._reflections(atoms, r_lo, r_hi, strain=strained)
             texture = sub["march_dollase_r"][order] if "march_dollase_r" in sub else None
             intensity = self._intensities(atoms, refl, texture, strained)
-            chunks = [(order[refl["row"]], refl["two_theta"], refl["sin2"], intensity)]  # rows of the pass
-            for part, patterns in self._render_chunks(chunks, rows.stop - rows.start, sub, margin, n_fft):
+            reflections = (order[refl["row"]], refl["two_theta"], refl["sin2"], intensity)  # rows of the pass
+            for part, patterns in self._render_chunks(reflections, rows.stop - rows.start, sub, margin, n_fft):
                 if rows.start + part.start == 0 and rows.start + part.stop == n:
                     out = patterns  # the whole batch at once: a view, copied once by the division below
                 else:
@@ -338,7 +339,7 @@ class PowderSimulator:
                     out[rows.start + part.start: rows.start + part.stop] = patterns
         return out
 
-    # ---------------------------------------------------------------- stage 0: arrays and groups
+    # ---------------------------------------------------------------- stage 0: arrays
 
     def _pack(self, structures) -> StructureBatch:
         structures = list(structures)
@@ -375,7 +376,7 @@ class PowderSimulator:
                 flips: np.ndarray | None = None) -> list[slice]:
         """Rows of the batch to simulate together, so that one pass stays within ``max_batch_bytes``.
 
-        ``flips`` (n, 3) are the Laue sign changes of :func:`laue.sign_flips`, which shrink the boxes.
+        ``flips`` (n, 3) are the Laue sign changes of :func:`laue.cell_symmetry`, which shrink the boxes.
         """
         n = len(batch)
         extent = np.floor(r_max * np.linalg.norm(batch.lattice, axis=2) + 1e-9)
@@ -571,8 +572,8 @@ class PowderSimulator:
 
         Returns a dict of (r,) tensors in structure order: row (an index into ``atoms``), h, k, l
         (floats), g2 = |g|^2, sin2 = sin^2 theta, two_theta (degrees) and friedel (how many
-        reflections it stands for: itself, its mate -g and, by the Laue sign changes, their images;
-        2 to the number of its non-zero indices that the box keeps >= 0).
+        reflections it stands for: the size of its orbit under the parts of the Laue group used,
+        Friedel mates included; see laue.py).
         """
         G = atoms.recip_metric
         dtype, device = G.dtype, G.device  # float64: float32 would put 2-theta ~1e-5 degrees off
@@ -608,10 +609,11 @@ class PowderSimulator:
             # swaps i01, i02, i12 and the cycles cyc in the group
             same_kl = k == l
             orbit_columns = [1 + rules[:, 5] * same_kl, rules[:, 3] + 2 * rules[:, 6] * same_kl, rules[:, 4], rules[:, 7]]
-        hexagonal = atoms.hexagonal[line_row]
-        if hexagonal.any():
-            on = np.flatnonzero(hexagonal)
-            h_min, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(hexagonal[on], k[on], l[on])
+        hexagonal = bool(atoms.hexagonal.any())
+        if hexagonal:
+            group = atoms.hexagonal[line_row]
+            on = np.flatnonzero(group)
+            h_min, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(group[on], k[on], l[on])
             h_lo[on] = np.maximum(h_lo[on], h_min)
         count = np.where(disc >= 0, np.maximum(h_hi - h_lo + 1, 0.0), 0.0).astype(np.int64)
         fixed = nonneg[line_row]
@@ -619,7 +621,7 @@ class PowderSimulator:
         h0, a, b, c = (torch.as_tensor(x, device=device) for x in (h_lo - (np.cumsum(count) - count), a, b, c))
         weight = 2.0**halved  # reflections each hkl stands for, times 2 where h != 0 with ``doubled``
         doubled = weight * (fixed == 3)
-        if hexagonal.any():  # the orbit: ``origin`` at h = 0, ``full`` elsewhere, less on a mirror line
+        if hexagonal:  # the orbit: ``origin`` at h = 0, ``full`` elsewhere, less on a mirror line
             weight[on], doubled[on] = origin, full - origin
             mirrors = np.full((3, len(k)), np.nan)
             mirrors[2] = 0.0
@@ -627,7 +629,7 @@ class PowderSimulator:
         columns = [k, l, weight, doubled]
         if permuted:
             columns += orbit_columns
-        if hexagonal.any():
+        if hexagonal:
             first_hexagonal = len(columns)
             columns += list(mirrors)
         numpy_dtype = torch.empty(0, dtype=atoms.dtype).numpy().dtype
@@ -654,7 +656,7 @@ class PowderSimulator:
         if permuted:  # how many distinct hkl the permutations make: |P| / |stabiliser of hkl|
             fixed_by, with_k, with_l, size = line[:, 4:8].unbind(1)
             friedel *= size / fixed_by.addcmul(with_k, h == k).addcmul_(with_l, h == l)
-        if hexagonal.any():  # hexagonal Laue groups: smaller orbits on the wedge's mirror lines
+        if hexagonal:  # hexagonal Laue groups: smaller orbits on the wedge's mirror lines
             mirror_1, mirror_2, smaller = line[:, first_hexagonal:first_hexagonal + 3].unbind(1)
             friedel -= smaller * ((h == mirror_1) | (h == mirror_2))
         sin2 = (0.25 * self.wavelength**2) * g2
@@ -821,16 +823,16 @@ class PowderSimulator:
             raise ValueError("the peak width is zero everywhere in the 2-theta range; check fwhm / caglioti")
         return widest
 
-    def _render_chunks(self, chunks: list, n: int, params: dict, margin: int, n_fft: int):
+    def _render_chunks(self, reflections: tuple, n: int, params: dict, margin: int, n_fft: int):
         """Render every reflection onto the grid, in row chunks of at most ``max_batch_bytes``.
 
         Args:
-            chunks: (rows, two_theta, sin2, intensity) tuples of (r,) tensors, rows indexing the pass.
+            reflections: (rows, two_theta, sin2, intensity), (r,) tensors, rows indexing the pass.
 
         Yields:
             (rows, patterns): a slice of the batch and its (rows, n_points) unscaled patterns.
         """
-        rows, two_theta, sin2, intensity = (torch.cat(parts) for parts in zip(*chunks))
+        rows, two_theta, sin2, intensity = reflections
         varies = self._width_varies(params)
         n_bins = self.width_bins if varies else 1
         per_row = 16 * n_bins * n_fft
@@ -873,7 +875,7 @@ class PowderSimulator:
 
 
 def clear_caches() -> None:
-    """Forget the remembered Laue sign changes and form-factor tables (to time a first call)."""
+    """Forget the remembered Laue symmetry and form-factor tables (to time a first call)."""
     _laue_cache.clear()
     _TABLE_CACHE.clear()
 
@@ -893,8 +895,9 @@ def _nonneg(flips: np.ndarray) -> np.ndarray:
 
 
 # the (h, k) plane of hexagonal axes under each Laue group: the planar group for l > 0 and for l = 0
-# (1 C3, 2 C6, 3 D3 with mirrors along a* and b*, 4 D3 with a mirror along a* + b*, 5 D6)
+# (1 C3, 2 C6, 3 D3 with mirrors along a* and b*, 4 D3 with a mirror along a* + b*, 5 D6), by HEXAGONAL_GROUPS
 _PLANE_GROUPS = {"-3": (1, 2), "6/m": (2, 2), "-3m1": (3, 5), "-31m": (4, 5), "6/mmm": (5, 5)}
+_PLANE_PLUS, _PLANE_ZERO = np.array([(0, 0)] + [_PLANE_GROUPS[name] for name in HEXAGONAL_GROUPS[1:]]).T
 
 
 def _hexagonal_wedge(group: np.ndarray, k: np.ndarray, l: np.ndarray):
@@ -915,10 +918,7 @@ def _hexagonal_wedge(group: np.ndarray, k: np.ndarray, l: np.ndarray):
         the kept (0, k, l) and of the other kept hkl; the two h (NaN if none) on a mirror line and
         how much smaller the orbit is there.
     """
-    from xtal_utils.diffraction.laue import HEXAGONAL_GROUPS
-
-    plus, zero = np.array([(0, 0)] + [_PLANE_GROUPS[name] for name in HEXAGONAL_GROUPS[1:]]).T
-    plane = np.where(l > 0, plus[group], zero[group])
+    plane = np.where(l > 0, _PLANE_PLUS[group], _PLANE_ZERO[group])
     # k > 0: h >= k (C3, D3 with (h, k) -> (k, h)) or nothing; k < 0: h >= floor(a |k|) + b
     a = np.array([0, 0.5, 1, 1, 2, 2])[plane]
     b = np.array([0, 1, 1, 0, 0, 0])[plane]
@@ -988,9 +988,9 @@ def _centric_halves(rows: np.ndarray, coords: np.ndarray, centres: np.ndarray, n
 
 
 def _padded_atoms(n_atoms: np.ndarray) -> np.ndarray:
-    """(n,) the atom count each structure is padded to: the next of 8, 12, 16, 24, 32, ... (2^k, 3 x 2^(k-2)).
+    """(n,) the atom count each structure is padded to: the next of 6, 8, 12, 16, 24, ... (2^k, 3 x 2^(k-2)).
 
-    Small structures share one size (8): they have few reflections, so padding costs less than more chunks.
+    Small structures share the smallest sizes: they have few reflections, so padding costs less than more chunks.
     """
     power = 2 ** np.ceil(np.log2(np.maximum(n_atoms, MIN_PADDED_ATOMS)))
     return np.where(0.75 * power >= n_atoms, 0.75 * power, power).astype(np.int64)
