@@ -22,7 +22,7 @@ TWO_THETA_TOL = 1e-5  # degrees; reflections closer than this are one peak (pyma
 SCALED_INTENSITY_TOL = 1e-3  # peaks at or below this % of the strongest are dropped (as pymatgen does)
 PEAK_TAIL_FWHM = {"gaussian": 4.0, "pseudo_voigt": 25.0}  # margin kept beyond the range, in FWHM
 WIDTH_SAMPLES = 33  # 2-theta samples used to find each pattern's range of peak widths
-BYTES_PER_HKL = 400  # rough device memory per hkl of a box in one pass (lines, candidates, reflections)
+BYTES_PER_HKL = 400  # rough memory per hkl of a box in one pass (lines, candidates, reflections)
 BYTES_PER_PAIR = 64  # device memory per (reflection, atom) pair while summing structure factors
 CENTRIC_TOL = 2.0**-12  # fractional coordinates this close to 0 or 1/2 (from a centre) lie on x = -x
 MIN_PADDED_ATOMS = 8  # the ladder of padded sizes starts at 3/4 of this (see _padded_atoms)
@@ -70,14 +70,13 @@ class Peaks:
 
 @dataclasses.dataclass
 class _Chunk:
-    """Structures ``start:stop`` of an :class:`_Atoms`, all padded to the same number of atoms and slots."""
+    """Structures ``start:stop`` of an :class:`_Atoms`, all padded to the same number of atoms."""
 
     start: int
     stop: int
-    feat: torch.Tensor  # (g, 4, m) int32: x, y, z in units of 2^-32 (PHASE_BITS) and the bits of the float32 weight
-    slot: torch.Tensor  # (g, m) long, the scattering slot of each atom
+    feat: torch.Tensor  # (g, 5, m) int32: x, y, z in units of 2^-32 (PHASE_BITS), the bits of the float32
+    #                     weight, and the atom's (element, B) pair: its first row of ``table``, or an index into key_z
     acentric: int  # the first structure (in the _Atoms) whose F is complex; those before are centric
-    slots: int  # the most slots a structure of the chunk uses
 
 
 @dataclasses.dataclass
@@ -91,11 +90,9 @@ class _Atoms:
 
     order: np.ndarray  # (n,) the batch row of each structure here
     dtype: torch.dtype  # of the intensities and the reflection positions
-    recip_metric: torch.Tensor  # (n, 3, 3) float64 G* = (L L^T)^-1 of the lattice with permuted axes, 1/Angstrom^2
+    recip_metric: np.ndarray  # (n, 3, 3) float64 G* = (L L^T)^-1 of the lattice with permuted axes, 1/Angstrom^2
     chunks: list[_Chunk]  # consecutive structures with the same padded size
     within_chunk: torch.Tensor  # (n,) long, each structure's place in its chunk
-    slot_key: torch.Tensor  # (n, e) long, the (Z, B) pair of each slot: a row block of ``table``, or an
-    #                         index into key_z / key_b without a table
     key_z: torch.Tensor  # (p,) long, atomic number of each distinct (Z, B) pair (0 for neutrons)
     key_b: torch.Tensor  # (p,) isotropic Debye-Waller B, Angstrom^2
     any_b: bool
@@ -240,7 +237,7 @@ class PowderSimulator:
         if len(refl["row"]) == 0:
             raise ValueError(self._describe(batch, 0, self._no_reflection_problem()))
         intensity = self._intensities(atoms, refl, exact=True).numpy()
-        hkl = torch.stack([refl["h"], refl["k"], refl["l"]], dim=1).numpy().astype(np.int64)
+        hkl = refl["hkl"].T.numpy().astype(np.int64)
         two_theta, g2, friedel = (refl[key].numpy() for key in ("two_theta", "g2", "friedel"))
 
         keys, first, inverse = np.unique(np.round(two_theta / TWO_THETA_TOL).astype(np.int64),
@@ -390,7 +387,7 @@ class PowderSimulator:
                permute: bool, md_axis=None, table: bool = True, flips: np.ndarray | None = None,
                permutations: np.ndarray | None = None, centres: np.ndarray | None = None,
                hexagonal: np.ndarray | None = None) -> _Atoms:
-        """Check the batch, flatten site species into atoms, assign scattering slots, move to the device.
+        """Check the batch, flatten site species into atoms, name their scattering factors, move to the device.
 
         ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for. ``flips`` (n, 3)
         and ``permutations`` (n,), each structure's Laue symmetry (:func:`laue.laue_symmetry`), let its
@@ -430,20 +427,26 @@ class PowderSimulator:
         if self.radiation == "neutron":
             weight = weight * lengths[z]
 
-        # scattering slots: one per (element, B) pair for X-rays, one per B for neutrons
+        # the scattering factor of each atom: one per (element, B) pair for X-rays, one per B for neutrons
         key_z = z if self.radiation == "xray" else np.zeros_like(z)
-        b_values, b_code = np.unique(np.round(b_iso, 6), return_inverse=True)
-        pair_values, key = np.unique(key_z * len(b_values) + b_code, return_inverse=True)
+        if b_iso.min() == b_iso.max():  # commonly all 0
+            b_values, b_code = np.round(b_iso[:1], 6), 0
+        else:
+            b_values, b_code = np.unique(np.round(b_iso, 6), return_inverse=True)
+        code = key_z * len(b_values) + b_code
+        if code.max() < 2**20:  # np.unique without sorting
+            present = np.zeros(code.max() + 1, dtype=bool)
+            present[code] = True
+            pair_values = np.flatnonzero(present)
+            key = (np.cumsum(present) - 1)[code]
+        else:
+            pair_values, key = np.unique(code, return_inverse=True)
         pairs = np.stack([pair_values // len(b_values), b_values[pair_values % len(b_values)]], axis=1)
-        combos, combo = np.unique(rows * len(pair_values) + key, return_inverse=True)  # (structure, pair)
-        combo_row = combos // len(pair_values)
-        n_slots = np.bincount(combo_row, minlength=n)
-        slot_start = np.cumsum(n_slots) - n_slots
-        slot = combo - slot_start[rows]
         centric = np.zeros(n, dtype=bool)
         if centres is not None and permute:
             keep, factor, centric, coords = _centric_halves(rows, coords, centres, n_atoms)
-            rows, coords, slot, weight = rows[keep], coords[keep], slot[keep], weight[keep] * factor[keep]
+            keep = np.flatnonzero(keep)
+            rows, coords, key, weight = rows[keep], coords[keep], key[keep], weight[keep] * factor[keep]
             n_atoms = np.bincount(rows, minlength=n)
 
         # hkl box: |h| <= |g| |a| for g within the limiting sphere
@@ -490,20 +493,17 @@ class PowderSimulator:
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         place = np.arange(len(rows)) - (np.cumsum(n_atoms) - n_atoms)[rows]  # rows are sorted
-        feat = np.zeros((n, 4, padded.max()), dtype=np.int32)
+        table_top = (r_max / 2) ** 2 * (1 + 1e-6)
+        form_factors = None
+        if table:  # atoms then name rows of the shared table instead of pairs of this batch
+            form_factors, pair_rows = self._form_factor_table(pairs, table_top, dtype, device)
+            key = pair_rows[key] * FORM_FACTOR_POINTS
+        feat = np.zeros((n, 5, padded.max()), dtype=np.int32)
         fixed_point = np.round((coords - np.round(coords)) * 2.0**PHASE_BITS).astype(np.int64)
         feat[rank[rows], :3, place] = fixed_point.astype(np.int32)  # +1/2 turn wraps to -1/2, the same phase
         feat[rank[rows], 3, place] = weight.astype(np.float32).view(np.int32)
-        slots = np.zeros((n, padded.max()), dtype=np.int64)
-        slots[rank[rows], place] = slot
-        slot_key = np.zeros((n, n_slots.max()), dtype=np.int64)  # unused slots name pair 0 (no atom uses them)
-        slot_key[rank[combo_row], np.arange(len(combos)) - slot_start[combo_row]] = combos % len(pair_values)
-        padded, n_slots = padded[order], n_slots[order]
-        table_top = (r_max / 2) ** 2 * (1 + 1e-6)
-        form_factors = None
-        if table:  # slots then name rows of the shared table instead of pairs of this batch
-            form_factors, pair_rows = self._form_factor_table(pairs, table_top, dtype, device)
-            slot_key = pair_rows[slot_key]
+        feat[rank[rows], 4, place] = key  # padding atoms name pair 0 (with weight 0)
+        padded = padded[order]
 
         def put(x, kind=dtype):
             return torch.as_tensor(np.ascontiguousarray(x), device=device).to(kind)
@@ -512,15 +512,13 @@ class PowderSimulator:
         bounds = [0, *(np.flatnonzero(np.diff(padded)) + 1).tolist(), n]
         centric = centric[order]
         for start, stop in zip(bounds, bounds[1:]):
-            m, e = int(padded[start]), int(n_slots[start:stop].max())
-            chunks.append(_Chunk(start, stop, feat=put(feat[start:stop, :, :m], torch.int32),
-                                 slot=put(slots[start:stop, :m], torch.long), slots=e,
+            chunks.append(_Chunk(start, stop, feat=put(feat[start:stop, :, :padded[start]], torch.int32),
                                  acentric=start + int(centric[start:stop].sum())))
         within_chunk = np.arange(n) - np.repeat(bounds[:-1], np.diff(bounds))
         if md_axis is not None:
             md_axis = md_axis[torch.as_tensor(order, device=md_axis.device)]
-        atoms = _Atoms(order=order, dtype=dtype, recip_metric=put(recip_metric[order], torch.float64), chunks=chunks,
-                       within_chunk=put(within_chunk, torch.long), slot_key=put(slot_key, torch.long),
+        atoms = _Atoms(order=order, dtype=dtype, recip_metric=recip_metric[order], chunks=chunks,
+                       within_chunk=put(within_chunk, torch.long),
                        key_z=put(pairs[:, 0].astype(np.int64), torch.long), key_b=put(pairs[:, 1]),
                        any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=form_factors,
                        table_top=table_top, extent=extent[order], nonneg=nonneg[order],
@@ -570,99 +568,112 @@ class PowderSimulator:
         Args:
             strain: (n,) isotropic strain e of each structure (a -> a (1 + e)), or None.
 
-        Returns a dict of (r,) tensors in structure order: row (an index into ``atoms``), h, k, l
-        (floats), g2 = |g|^2, sin2 = sin^2 theta, two_theta (degrees) and friedel (how many
-        reflections it stands for: the size of its orbit under the parts of the Laue group used,
+        Returns a dict of tensors on the device, in structure order: hkl (3, r) int32; and (r,) row (an
+        index into ``atoms``), g2 = |g|^2, sin2 = sin^2 theta, two_theta (degrees) and friedel (how
+        many reflections it stands for: the size of its orbit under the parts of the Laue group used,
         Friedel mates included; see laue.py).
         """
+        # In numpy and float64 (float32 would put 2-theta ~1e-5 degrees off): the arrays here have 10^4
+        # elements, where numpy's operations cost less than torch's (comparisons and gathers several
+        # times less); only the results go to the device.
         G = atoms.recip_metric
-        dtype, device = G.dtype, G.device  # float64: float32 would put 2-theta ~1e-5 degrees off
-        n = len(atoms.extent)
+        n = len(G)
         if strain is not None:  # isotropic strain a -> a (1 + e) scales G* by (1 + e)^-2
-            G = G / ((1 + strain) ** 2)[:, None, None]
-        # the lines, a few per structure, in numpy: many small steps, cheaper there than in torch
+            G = (torch.as_tensor(G) / ((1 + strain.cpu()) ** 2)[:, None, None]).numpy()
         extent, nonneg = atoms.extent, atoms.nonneg
         first = np.where(np.arange(3)[None, :] < 3 - nonneg[:, None], -extent, 0)
         size = extent - first + 1
         n_lines = size[:, 1] * size[:, 2]
-        total = int(n_lines.sum())
         line_row = np.repeat(np.arange(n), n_lines)
-        t = np.arange(total) - (np.cumsum(n_lines) - n_lines)[line_row]  # line number within the box
-        k, l = np.divmod(t, size[line_row, 2])
-        k += first[line_row, 1]
-        g = G.reshape(n, 9).cpu().numpy()[line_row]
-        a = g[:, 0]
-        b = 2 * (g[:, 1] * k + g[:, 2] * l)
-        c = (g[:, 4] * k + 2 * g[:, 5] * l) * k + g[:, 8] * (l * l)
+
+        def per_line(x):
+            return np.repeat(x, n_lines)
+
+        # the lines of each box, (k, l) in order: k from first[1], l from 0
+        t = np.arange(len(line_row), dtype=np.float64) - per_line((np.cumsum(n_lines) - n_lines).astype(np.float64))
+        size_l = per_line(size[:, 2].astype(np.float64))
+        k = np.floor((t + 0.5) / size_l)
+        l = t - k * size_l
+        k += per_line(first[:, 1].astype(np.float64))
+        g00, g01, g02, g11, g12, g22 = (per_line(G[:, i, j]) for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+        a = g00
+        b = 2 * (g01 * k + g02 * l)
+        c = (g11 * k + 2 * g12 * l) * k + g22 * (l * l)
         disc = b * b - 4 * a * (c - r_hi**2)
         root = np.sqrt(np.maximum(disc, 0.0))
-        h_lo = np.maximum(np.ceil((-b - root) / (2 * a) - LINE_SLACK), first[line_row, 0])
-        h_hi = np.minimum(np.floor((-b + root) / (2 * a) + LINE_SLACK), extent[line_row, 0])
+        h_lo = np.maximum(np.ceil((-b - root) / (2 * a) - LINE_SLACK), per_line(first[:, 0]))
+        h_hi = np.minimum(np.floor((-b + root) / (2 * a) + LINE_SLACK), per_line(extent[:, 0]))
         permuted = bool(atoms.permutations.any())
         if permuted:  # keep the largest of each orbit of axis permutations: h >= k, h >= l or k >= l
-            rules = _PERMUTATION_RULES[atoms.permutations][line_row]
+            on = np.flatnonzero(atoms.permutations[line_row])
+            rules, k_on, l_on = _PERMUTATION_RULES[atoms.permutations[line_row[on]]], k[on], l[on]
             # cycles: (h, k, l) must also beat (k, l, h) and (l, h, k), so h = l < k... is out where k < l
-            tie = (rules[:, 6] > 0) & (rules[:, 5] == 0) & (k < l)
-            h_lo = np.maximum(np.maximum(h_lo, k + rules[:, 0]), l + rules[:, 1] + tie)
-            h_hi = np.where(k < l + rules[:, 2], h_lo - 1, h_hi)
-            # |stabiliser of hkl| = 1 + i12 [k = l] + (i01 + 2 cyc [k = l]) [h = k] + i02 [h = l], from the
-            # swaps i01, i02, i12 and the cycles cyc in the group
-            same_kl = k == l
-            orbit_columns = [1 + rules[:, 5] * same_kl, rules[:, 3] + 2 * rules[:, 6] * same_kl, rules[:, 4], rules[:, 7]]
+            tie = (rules[:, 6] > 0) & (rules[:, 5] == 0) & (k_on < l_on)
+            lo = np.maximum(np.maximum(h_lo[on], k_on + rules[:, 0]), l_on + rules[:, 1] + tie)
+            h_hi[on] = np.where(k_on < l_on + rules[:, 2], lo - 1, h_hi[on])
+            h_lo[on] = lo
         hexagonal = bool(atoms.hexagonal.any())
         if hexagonal:
-            group = atoms.hexagonal[line_row]
-            on = np.flatnonzero(group)
-            h_min, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(group[on], k[on], l[on])
-            h_lo[on] = np.maximum(h_lo[on], h_min)
-        count = np.where(disc >= 0, np.maximum(h_hi - h_lo + 1, 0.0), 0.0).astype(np.int64)
-        fixed = nonneg[line_row]
-        halved = (l > 0).astype(np.int64) + ((fixed >= 2) & (k != 0))  # indices whose sign the box fixes, not 0
-        h0, a, b, c = (torch.as_tensor(x, device=device) for x in (h_lo - (np.cumsum(count) - count), a, b, c))
-        weight = 2.0**halved  # reflections each hkl stands for, times 2 where h != 0 with ``doubled``
-        doubled = weight * (fixed == 3)
-        if hexagonal:  # the orbit: ``origin`` at h = 0, ``full`` elsewhere, less on a mirror line
-            weight[on], doubled[on] = origin, full - origin
-            mirrors = np.full((3, len(k)), np.nan)
-            mirrors[2] = 0.0
-            mirrors[:, on] = mirror_1, mirror_2, smaller
-        columns = [k, l, weight, doubled]
-        if permuted:
-            columns += orbit_columns
-        if hexagonal:
-            first_hexagonal = len(columns)
-            columns += list(mirrors)
-        numpy_dtype = torch.empty(0, dtype=atoms.dtype).numpy().dtype
-        line = torch.as_tensor(np.stack(columns, axis=1, dtype=numpy_dtype), device=device)  # (lines, 4 or 8)
-        line_row = torch.as_tensor(line_row, device=device)
-        count = torch.as_tensor(count, device=device)
-        n_candidates = int(count.sum())
-        pick = torch.repeat_interleave(torch.arange(total, device=device), count, output_size=n_candidates)
-        h = torch.arange(n_candidates, dtype=dtype, device=device) + h0.index_select(0, pick)
-        g2 = torch.addcmul(c.index_select(0, pick), torch.addcmul(b.index_select(0, pick), a.index_select(0, pick), h), h)
+            on = np.flatnonzero(atoms.hexagonal[line_row])
+            h_lo[on] = np.maximum(h_lo[on], _hexagonal_wedge(atoms.hexagonal[line_row[on]], k[on], l[on], orbits=False))
+        count = (np.maximum(h_hi - h_lo + 1, 0.0) * (disc >= 0)).astype(np.int64)
 
-        # one comparison per candidate: |g|^2 within the shell around its middle
+        # the lines that keep any hkl (about half of them), and what each of their hkl stands for
+        live = np.flatnonzero(count)
+        line_row, k, l, h_lo, count, a, b, c = (x[live] for x in (line_row, k, l, h_lo, count, a, b, c))
+        fixed = nonneg[line_row]
+        # the reflections each hkl stands for (laue.py): 2 for each index whose sign the box fixes and that
+        # is not 0 (h: with ``doubled``, where h != 0); with permutations or a hexagonal group, the orbit,
+        # which differs at a few h of a line (``special``: lines, their h there and the orbit there)
+        weight = (1.0 + (l > 0)) * (1.0 + ((fixed >= 2) & (k != 0)))
+        doubled = weight * (fixed == 3)
+        special = []
+        if permuted:  # |P| / |stabiliser of hkl| distinct hkl
+            on = np.flatnonzero(atoms.permutations[line_row])
+            code = atoms.permutations[line_row[on]]
+            swap01, swap02, swap12, cycles, order = (_PERMUTATION_RULES[:, j][code] for j in range(3, 8))
+            k_on, l_on, w, d = k[on], l[on], weight[on], doubled[on]
+            same_kl = k_on == l_on
+            for h_on in (k_on, l_on):
+                # |stabiliser of hkl| = 1 + i12 [k = l] + (i01 + 2 cyc [k = l]) [h = k] + i02 [h = l], from the
+                # swaps i01, i02, i12 and the cycles cyc in the group
+                stabiliser = (1 + swap12 * same_kl + (swap01 + 2 * cycles * same_kl) * (h_on == k_on)
+                              + swap02 * (h_on == l_on))
+                special.append((on, h_on, (w + d * (h_on != 0)) * (order / stabiliser)))
+            generic = order / (1 + swap12 * same_kl)  # h != k, h != l
+            weight[on], doubled[on] = w * generic, d * generic
+        if hexagonal:  # ``origin`` at h = 0, ``full`` elsewhere, less on the wedge's mirror lines
+            on = np.flatnonzero(atoms.hexagonal[line_row])
+            _, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(atoms.hexagonal[line_row[on]], k[on], l[on])
+            weight[on], doubled[on] = origin, full - origin
+            special += [(on, mirror_1, full - smaller), (on, mirror_2, full - smaller)]
+
+        # every hkl of the lines, then one comparison each: |g|^2 within the shell around its middle
+        n_candidates = int(count.sum())
+        start = np.cumsum(count) - count
+        line_of = np.repeat(np.arange(len(count)), count)
+        h = np.arange(n_candidates, dtype=np.float64) + (h_lo - start)[line_of]
+        g2 = c[line_of] + (b[line_of] + a[line_of] * h) * h
+        friedel = weight[line_of] + doubled[line_of] * (h != 0)
+        for on, h_on, orbit in special:
+            inside = (h_on >= h_lo[on]) & (h_on < h_lo[on] + count[on])  # False for NaN
+            friedel[(start[on] + h_on - h_lo[on])[inside].astype(np.int64)] = orbit[inside]
         middle, half = 0.5 * (r_hi**2 + r_lo**2), 0.5 * (r_hi**2 - r_lo**2)
-        valid = (g2 - middle).abs_() <= half
+        valid = np.abs(g2 - middle) <= half
         if r_lo <= 0:
             valid &= g2 > 0
-        index = torch.nonzero(valid)[:, 0]
-        keep = pick.index_select(0, index)
-        row = line_row.index_select(0, keep)
-        line, g2 = line.index_select(0, keep), g2.index_select(0, index)
-        h = h.index_select(0, index).to(atoms.dtype)
-        k, l = line[:, 0], line[:, 1]
-        friedel = torch.addcmul(line[:, 2], line[:, 3], h != 0)
-        if permuted:  # how many distinct hkl the permutations make: |P| / |stabiliser of hkl|
-            fixed_by, with_k, with_l, size = line[:, 4:8].unbind(1)
-            friedel *= size / fixed_by.addcmul(with_k, h == k).addcmul_(with_l, h == l)
-        if hexagonal:  # hexagonal Laue groups: smaller orbits on the wedge's mirror lines
-            mirror_1, mirror_2, smaller = line[:, first_hexagonal:first_hexagonal + 3].unbind(1)
-            friedel -= smaller * ((h == mirror_1) | (h == mirror_2))
+        index = np.flatnonzero(valid)
+        line_of, h, g2, friedel = line_of[index], h[index], g2[index], friedel[index]
+        row, k, l = line_row[line_of], k[line_of], l[line_of]
+
+        g2 = torch.from_numpy(g2)
         sin2 = (0.25 * self.wavelength**2) * g2
         two_theta = torch.rad2deg(2 * torch.asin(torch.sqrt(sin2.clamp(0.0, 1.0))))
-        return {"row": row, "h": h, "k": k, "l": l, "friedel": friedel,
-                **{key: x.to(atoms.dtype) for key, x in (("g2", g2), ("sin2", sin2), ("two_theta", two_theta))}}
+        device, dtype = atoms.chunks[0].feat.device, atoms.dtype
+        return {"row": torch.as_tensor(row, device=device),
+                "hkl": torch.as_tensor(np.stack([h, k, l]).astype(np.int32), device=device),
+                "friedel": torch.as_tensor(friedel.astype(torch.empty(0, dtype=dtype).numpy().dtype), device=device),
+                **{key: x.to(device=device, dtype=dtype) for key, x in (("g2", g2), ("sin2", sin2), ("two_theta", two_theta))}}
 
     # ---------------------------------------------------------------- stage 2: intensities
 
@@ -676,10 +687,10 @@ class PowderSimulator:
         interpolating a table.
         """
         row = refl["row"]
-        h, k, l = (refl[key].to(torch.int32)[:, None] for key in ("h", "k", "l"))
+        h, k, l = refl["hkl"][:, :, None].unbind(0)  # (r, 1) int32 each
         s2 = 0.25 * refl["g2"]
         F2 = torch.empty_like(s2)
-        f_all = self._form_factors(atoms, row, s2, exact)  # (r, e) or None
+        form = self._form_factors(atoms, s2, exact)
         local_all = atoms.within_chunk.index_select(0, row)
         starts = [x for chunk in atoms.chunks for x in (chunk.start, chunk.acentric)] + [len(atoms.extent)]
         bounds = torch.searchsorted(row, torch.as_tensor(starts, device=row.device)).tolist()  # structure order
@@ -689,16 +700,15 @@ class PowderSimulator:
             for a in range(first, last, step):
                 b = min(last, a + step)
                 local = local_all[a:b]
-                x = chunk.feat.index_select(0, local)  # (r, 4, m)
+                x = chunk.feat.index_select(0, local)  # (r, 5, m)
                 # g.r in units of 2^-32 turns: integer products wrap modulo 2^32, i.e. whole turns, so
                 # the phase is exact whatever the size of hkl (float32 would lose |hkl| x 2^-24 turns)
                 turns = x[:, 0] * h[a:b]
                 turns.addcmul_(x[:, 1], k[a:b]).addcmul_(x[:, 2], l[a:b])
                 phase = turns.to(s2.dtype).mul_(2 * math.pi / 2.0**PHASE_BITS)
                 weight = x[:, 3].view(torch.float32).to(s2.dtype)
-                if f_all is not None:
-                    f = f_all[a:b, :chunk.slots]
-                    weight = weight * (f if chunk.slots == 1 else f.gather(1, chunk.slot.index_select(0, local)))
+                if form is not None:
+                    weight = weight * form(x[:, 4], a, b)
                 re = (torch.cos(phase) * weight).sum(dim=1)
                 torch.mul(re, re, out=F2[a:b])
                 c = min(max(complex_from - a, 0), b - a)  # rows from c on have an imaginary part
@@ -739,35 +749,40 @@ class PowderSimulator:
             f = f * torch.exp(-(b * s2).clamp_max(EXP_FLOOR))
         return f
 
-    def _form_factors(self, atoms: _Atoms, row: torch.Tensor, s2: torch.Tensor, exact: bool) -> torch.Tensor | None:
-        """The scattering factor of each slot of structures ``row`` (r,) at s^2 (r,): (r, e).
+    def _form_factors(self, atoms: _Atoms, s2: torch.Tensor, exact: bool):
+        """The scattering factors of atoms at the reflections' s^2 (r,), or None where they are all 1.
 
-        None where it is 1 (neutrons without Debye-Waller factors). Unless ``exact``, each (element,
-        B) pair is tabulated once on FORM_FACTOR_POINTS values of s^2 (``atoms.table``)
-        and is interpolated linearly (relative error below 1e-4).
+        Returns a function of (pair, a, b): the factor (b - a, m) of the atoms whose (element, B) pairs
+        are ``pair`` (b - a, m) int32 (:class:`_Chunk`) at reflections a:b. None for neutrons without
+        Debye-Waller factors. Unless ``exact``, each pair is tabulated once on FORM_FACTOR_POINTS
+        values of s^2 (``atoms.table``) and is interpolated linearly (relative error below 1e-4).
         """
         if self.radiation == "neutron" and not atoms.any_b:
             return None
-        keys = atoms.slot_key.index_select(0, row)  # (r, e)
         if exact:
-            full = self._pair_form_factors(atoms.key_z, atoms.key_b, s2[None, :])  # (p, r)
-            return full.gather(0, keys.T).T
+            full = self._pair_form_factors(atoms.key_z, atoms.key_b, s2[None, :]).T  # (r, p)
+            return lambda pair, a, b: full[a:b].gather(1, pair.long())
         u = s2 * ((FORM_FACTOR_POINTS - 1) / atoms.table_top)
         i = u.long().clamp_(0, FORM_FACTOR_POINTS - 2)
-        # index_select on flat indices is several times faster than advanced indexing on CPU
-        index = keys.mul_(FORM_FACTOR_POINTS).add_(i[:, None])
-        pair = atoms.table.index_select(0, index.view(-1)).view(*index.shape, 2)  # value and slope
-        return torch.addcmul(pair[..., 0], pair[..., 1], (u - i)[:, None])
+        frac, i = (u - i)[:, None], i.to(torch.int32)[:, None]
+        table = atoms.table
+
+        def interpolated(pair, a, b):
+            # index_select on flat indices is several times faster than advanced indexing on CPU
+            value = table.index_select(0, (pair + i[a:b]).view(-1)).view(*pair.shape, 2)  # value and slope
+            return torch.addcmul(value[..., 0], value[..., 1], frac[a:b])
+        return interpolated
 
     @staticmethod
     def _march_dollase(atoms: _Atoms, refl: dict, r: torch.Tensor, strain=None) -> torch.Tensor:
         """(r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2), alpha between g and the texture axis; r, strain: (n,)."""
-        G = atoms.recip_metric.to(refl["g2"].dtype)
+        G = torch.as_tensor(atoms.recip_metric, device=r.device).to(refl["g2"].dtype)
         axis_row = G[torch.arange(len(G), device=G.device), atoms.md_axis]  # (n, 3): G* e_axis
         axis2 = torch.gather(axis_row, 1, atoms.md_axis[:, None])[:, 0]  # |axis*|^2
         row = refl["row"]
         gd = axis_row[row]
-        dot = gd[:, 0] * refl["h"] + gd[:, 1] * refl["k"] + gd[:, 2] * refl["l"]
+        h, k, l = refl["hkl"].to(gd.dtype)
+        dot = gd[:, 0] * h + gd[:, 1] * k + gd[:, 2] * l
         g2 = refl["g2"] if strain is None else refl["g2"] * ((1 + strain) ** 2)[row]  # unstrained |g|^2
         cos2 = (dot**2 / (g2 * axis2[row])).clamp(0.0, 1.0)
         r = r[row]
@@ -900,7 +915,7 @@ _PLANE_GROUPS = {"-3": (1, 2), "6/m": (2, 2), "-3m1": (3, 5), "-31m": (4, 5), "6
 _PLANE_PLUS, _PLANE_ZERO = np.array([(0, 0)] + [_PLANE_GROUPS[name] for name in HEXAGONAL_GROUPS[1:]]).T
 
 
-def _hexagonal_wedge(group: np.ndarray, k: np.ndarray, l: np.ndarray):
+def _hexagonal_wedge(group: np.ndarray, k: np.ndarray, l: np.ndarray, orbits: bool = True):
     """The hkl that stand for their orbits in hexagonal Laue groups, line by line (k, l fixed).
 
     The largest of each orbit by (l, h, k) is kept: l >= 0, and (h, k) the largest of its orbit under
@@ -912,6 +927,7 @@ def _hexagonal_wedge(group: np.ndarray, k: np.ndarray, l: np.ndarray):
 
     Args:
         group: (lines,) an index into laue.HEXAGONAL_GROUPS (not 0); k, l: (lines,).
+        orbits: False for h_min alone.
 
     Returns:
         h_min (lines,), the least h of each line (inf where the line keeps nothing); the orbit of
@@ -924,6 +940,8 @@ def _hexagonal_wedge(group: np.ndarray, k: np.ndarray, l: np.ndarray):
     b = np.array([0, 1, 1, 0, 0, 0])[plane]
     h_min = np.where(k > 0, np.where((plane == 1) | (plane == 4), k, np.inf), np.floor(a * -k) + b)
     h_min = np.where(k == 0, 0.0, h_min)  # (0, 0, l), then h >= 1 on k = 0
+    if not orbits:
+        return h_min
     copies = np.where(l > 0, 2.0, 1.0)  # the orbit's members at -l
     full = np.array([1, 3, 6, 6, 6, 12])[plane] * copies
     full = np.where(((plane == 3) | (plane == 5)) & (k == 0), full / 2, full)  # k = 0 is a mirror line
@@ -936,24 +954,19 @@ def _hexagonal_wedge(group: np.ndarray, k: np.ndarray, l: np.ndarray):
 def _renamed_permutations(codes: np.ndarray, perm: np.ndarray, md_axis) -> np.ndarray:
     """Permutation groups (PERMUTATION_GROUPS codes, cell axes) in the axis order ``perm`` (n, 3).
 
-    With a March-Dollase texture axis (``md_axis``, (n,) in the new order), only permutations that
-    keep it stay: the texture factor depends on the angle to that axis.
+    A swap of cell axes i and j becomes the swap of their new places (swap01, swap02, swap12 are codes
+    1, 2, 3: the sum of the two axes); the cyclic group and the group of all permutations stay. With a
+    March-Dollase texture axis (``md_axis``, (n,) in the new order), only permutations that keep it
+    stay: the texture factor depends on the angle to that axis.
     """
-    names = np.array(PERMUTATION_GROUPS)[codes]
+    rows = np.arange(len(codes))
     place = np.argsort(perm, axis=1)  # where each cell axis went
-    renamed = codes.copy()
-    for i, j in ((0, 1), (0, 2), (1, 2)):
-        rows = np.flatnonzero(names == f"swap{i}{j}")
-        if len(rows):
-            pair = np.sort(np.stack([place[rows, i], place[rows, j]], axis=1), axis=1)
-            renamed[rows] = [PERMUTATION_GROUPS.index(f"swap{a}{b}") for a, b in pair.tolist()]
+    first, second = np.array([0, 0, 0, 1, 0, 0])[codes], np.array([0, 1, 2, 2, 0, 0])[codes]
+    renamed = np.where((codes >= 1) & (codes <= 3), place[rows, first] + place[rows, second], codes)
     if md_axis is not None:
-        axis = md_axis.cpu().numpy()
-        others = {0: "swap12", 1: "swap02", 2: "swap01"}
-        names = np.array(PERMUTATION_GROUPS)[renamed]
-        kept = np.array([name == others[a] for name, a in zip(names.tolist(), axis.tolist())], dtype=bool)
-        swap_others = np.array([PERMUTATION_GROUPS.index(others[a]) for a in axis.tolist()], dtype=np.int64)
-        renamed = np.where(names == "all", swap_others, np.where(kept, renamed, 0))
+        swap_others = 3 - md_axis.cpu().numpy()  # the swap of the two axes other than the texture axis
+        all_ = PERMUTATION_GROUPS.index("all")
+        renamed = np.where(renamed == all_, swap_others, np.where(renamed == swap_others, renamed, 0))
     return renamed
 
 
@@ -972,19 +985,20 @@ def _centric_halves(rows: np.ndarray, coords: np.ndarray, centres: np.ndarray, n
     Returns:
         keep (a,) bool, factor (a,) 1 or 2, centric (n,) bool, coords (a, 3) from the centre where centric.
     """
-    centric = ~np.isnan(centres).any(axis=1)
     moved = coords - np.nan_to_num(centres)[rows]
     moved -= np.round(moved)
-    special = (np.abs(moved) < CENTRIC_TOL) | (np.abs(moved) > 0.5 - CENTRIC_TOL)  # on a coordinate x = -x
-    decisive = np.argmax(~special, axis=1)
-    paired = ~special.all(axis=1)
-    keep = ~paired | (moved[np.arange(len(rows)), decisive] > 0)
-    factor = np.where(paired, 2.0, 1.0)
-    counted = np.bincount(rows, np.where(keep, factor, 0.0), minlength=len(n_atoms))
-    centric &= counted == n_atoms  # every atom is its own mate or has exactly one kept
-    keep |= ~centric[rows]
-    factor = np.where(centric[rows], factor, 1.0)
-    return keep, factor, centric, np.where(centric[rows, None], moved, coords)
+    off = np.abs(moved)
+    # the sign of each coordinate that is not on x = -x (0 or 1/2), and of the first such: the sign of key
+    sign = np.sign(moved) * ((off >= CENTRIC_TOL) & (off <= 0.5 - CENTRIC_TOL))
+    key = sign @ np.array([4.0, 2.0, 1.0])
+    factor = 1.0 + (key != 0)  # paired atoms count twice
+    keep = key >= 0
+    counted = np.bincount(rows, keep * factor, minlength=len(n_atoms))
+    centric = ~np.isnan(centres).any(axis=1) & (counted == n_atoms)  # every atom is its own mate or has one kept
+    centric_atom = centric[rows]
+    keep |= ~centric_atom
+    factor = np.where(centric_atom, factor, 1.0)
+    return keep, factor, centric, np.where(centric_atom[:, None], moved, coords)
 
 
 def _padded_atoms(n_atoms: np.ndarray) -> np.ndarray:
