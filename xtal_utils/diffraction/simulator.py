@@ -326,7 +326,8 @@ class PowderSimulator:
             refl = self._reflections(atoms, r_lo, r_hi, strain=strained)
             texture = sub["march_dollase_r"][order] if "march_dollase_r" in sub else None
             intensity = self._intensities(atoms, refl, texture, strained)
-            reflections = (order[refl["row"]], refl["two_theta"], refl["sin2"], intensity)  # rows of the pass
+            rows_of_pass = order.index_select(0, refl["row"])
+            reflections = (rows_of_pass, refl["two_theta"], refl["sin2"], intensity)
             for part, patterns in self._render_chunks(reflections, rows.stop - rows.start, sub, margin, n_fft):
                 if rows.start + part.start == 0 and rows.start + part.stop == n:
                     out = patterns  # the whole batch at once: a view, copied once by the division below
@@ -590,12 +591,14 @@ class PowderSimulator:
             return np.repeat(x, n_lines)
 
         # the lines of each box, (k, l) in order: k from first[1], l from 0
-        t = np.arange(len(line_row), dtype=np.float64) - per_line((np.cumsum(n_lines) - n_lines).astype(np.float64))
+        first_line = (np.cumsum(n_lines) - n_lines).astype(np.float64)
+        t = np.arange(len(line_row), dtype=np.float64) - per_line(first_line)
         size_l = per_line(size[:, 2].astype(np.float64))
         k = np.floor((t + 0.5) / size_l)
         l = t - k * size_l
         k += per_line(first[:, 1].astype(np.float64))
-        g00, g01, g02, g11, g12, g22 = (per_line(G[:, i, j]) for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+        g00, g01, g02, g11, g12, g22 = (per_line(G[:, i, j])
+                                        for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
         a = g00
         b = 2 * (g01 * k + g02 * l)
         c = (g11 * k + 2 * g12 * l) * k + g22 * (l * l)
@@ -615,7 +618,8 @@ class PowderSimulator:
         hexagonal = bool(atoms.hexagonal.any())
         if hexagonal:
             on = np.flatnonzero(atoms.hexagonal[line_row])
-            h_lo[on] = np.maximum(h_lo[on], _hexagonal_wedge(atoms.hexagonal[line_row[on]], k[on], l[on], orbits=False))
+            h_min = _hexagonal_wedge(atoms.hexagonal[line_row[on]], k[on], l[on], orbits=False)
+            h_lo[on] = np.maximum(h_lo[on], h_min)
         count = (np.maximum(h_hi - h_lo + 1, 0.0) * (disc >= 0)).astype(np.int64)
 
         # the lines that keep any hkl (about half of them), and what each of their hkl stands for
@@ -644,7 +648,8 @@ class PowderSimulator:
             weight[on], doubled[on] = w * generic, d * generic
         if hexagonal:  # ``origin`` at h = 0, ``full`` elsewhere, less on the wedge's mirror lines
             on = np.flatnonzero(atoms.hexagonal[line_row])
-            _, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(atoms.hexagonal[line_row[on]], k[on], l[on])
+            group = atoms.hexagonal[line_row[on]]
+            _, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(group, k[on], l[on])
             weight[on], doubled[on] = origin, full - origin
             special += [(on, mirror_1, full - smaller), (on, mirror_2, full - smaller)]
 
@@ -672,8 +677,9 @@ class PowderSimulator:
         device, dtype = atoms.chunks[0].feat.device, atoms.dtype
         return {"row": torch.as_tensor(row, device=device),
                 "hkl": torch.as_tensor(np.stack([h, k, l]).astype(np.int32), device=device),
-                "friedel": torch.as_tensor(friedel.astype(torch.empty(0, dtype=dtype).numpy().dtype), device=device),
-                **{key: x.to(device=device, dtype=dtype) for key, x in (("g2", g2), ("sin2", sin2), ("two_theta", two_theta))}}
+                "friedel": torch.from_numpy(friedel).to(device=device, dtype=dtype),
+                **{key: x.to(device=device, dtype=dtype)
+                   for key, x in (("g2", g2), ("sin2", sin2), ("two_theta", two_theta))}}
 
     # ---------------------------------------------------------------- stage 2: intensities
 
