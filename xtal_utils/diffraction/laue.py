@@ -77,8 +77,7 @@ def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     n = len(batch)
     if n == 0:
-        return (np.zeros((0, 3), dtype=bool), np.zeros(0, dtype=np.int64), np.zeros((0, 3)),
-                np.zeros(0, dtype=np.int64))
+        return no_symmetry(batch)
     fields = (batch.lattice, batch.frac_coords, batch.atomic_number, batch.occupancy, batch.b_iso,
               batch.n_sites)
     content = np.concatenate([np.ascontiguousarray(x).reshape(n, -1).view(np.uint8) for x in fields], axis=1)
@@ -181,7 +180,7 @@ def cell_symmetry(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.nd
                           _HEXAGONAL_OPS, -_HEXAGONAL_OPS[1:]])  # (18, 3, 3)
     allowed = np.concatenate([flip_ok, permute_ok, np.ones((n, 1), dtype=bool),
                               np.repeat(hexagonal_cell[:, None], 7, axis=1)], axis=1)
-    holds, t = _holds(frac_coords, site_type, ops, allowed, translations=True)
+    holds, t = _holds(frac_coords, site_type, ops, allowed)
 
     flips = holds[:, 0:3] | holds[:, 3:6]  # a mirror or a two-fold axis along each axis
     flips[flips.sum(axis=1) >= 2] = True  # the product of two flips, times -1, is the third
@@ -197,15 +196,16 @@ def cell_symmetry(lattice: np.ndarray, frac_coords: np.ndarray, site_type: np.nd
     return flips, permutations, centres, hexagonal
 
 
-def _holds(frac_coords: np.ndarray, site_type: np.ndarray, ops: np.ndarray, allowed: np.ndarray,
-           translations: bool = False):
-    """Whether x -> R x + t maps each structure onto itself for some t: (n, q) bool.
+def _holds(frac_coords: np.ndarray, site_type: np.ndarray, ops: np.ndarray, allowed: np.ndarray):
+    """Whether x -> R x + t maps each structure onto itself for some t: (n, q) bool, and one such t.
 
     Args:
         frac_coords: (n, m, 3); site_type: (n, m) int, -1 for padding (see :func:`site_types`).
         ops: (q, 3, 3) the R to test, on fractional coordinates.
         allowed: (n, q) bool, the (structure, R) pairs worth testing (R keeps the metric).
-        translations: also return one t (n, q, 3) for each operation that holds (NaN where none).
+
+    Returns:
+        holds (n, q) bool; t (n, q, 3), one translation for each operation that holds (NaN where none).
     """
     n, m = site_type.shape
     present = site_type >= 0
@@ -237,8 +237,6 @@ def _holds(frac_coords: np.ndarray, site_type: np.ndarray, ops: np.ndarray, allo
     same_set = (image == own[r]).all(axis=1)
     holds = np.zeros((n, len(ops)), dtype=bool)
     holds[r[same_set], op[same_set]] = True
-    if not translations:
-        return holds
     t = np.full((n, len(ops), 3), np.nan)
     r, op, site = r[same_set], op[same_set], site[same_set]
     t[r, op] = frac_coords[r, site] - np.einsum("qij,qj->qi", ops[op], frac_coords[r, reference[r]])

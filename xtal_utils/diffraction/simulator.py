@@ -606,25 +606,26 @@ class PowderSimulator:
         root = np.sqrt(np.maximum(disc, 0.0))
         h_lo = np.maximum(np.ceil((-b - root) / (2 * a) - LINE_SLACK), per_line(first[:, 0]))
         h_hi = np.minimum(np.floor((-b + root) / (2 * a) + LINE_SLACK), per_line(extent[:, 0]))
-        permuted = bool(atoms.permutations.any())
+        permuted, hexagonal = bool(atoms.permutations.any()), bool(atoms.hexagonal.any())
+        permutation = atoms.permutations[line_row] if permuted else None  # each line's group, or None
+        group = atoms.hexagonal[line_row] if hexagonal else None
         if permuted:  # keep the largest of each orbit of axis permutations: h >= k, h >= l or k >= l
-            on = np.flatnonzero(atoms.permutations[line_row])
-            rules, k_on, l_on = _PERMUTATION_RULES[atoms.permutations[line_row[on]]], k[on], l[on]
+            on = np.flatnonzero(permutation)
+            rules, k_on, l_on = _PERMUTATION_RULES[permutation[on]], k[on], l[on]
             # cycles: (h, k, l) must also beat (k, l, h) and (l, h, k), so h = l < k... is out where k < l
             tie = (rules[:, 6] > 0) & (rules[:, 5] == 0) & (k_on < l_on)
             lo = np.maximum(np.maximum(h_lo[on], k_on + rules[:, 0]), l_on + rules[:, 1] + tie)
             h_hi[on] = np.where(k_on < l_on + rules[:, 2], lo - 1, h_hi[on])
             h_lo[on] = lo
-        hexagonal = bool(atoms.hexagonal.any())
         if hexagonal:
-            on = np.flatnonzero(atoms.hexagonal[line_row])
-            h_min = _hexagonal_wedge(atoms.hexagonal[line_row[on]], k[on], l[on], orbits=False)
-            h_lo[on] = np.maximum(h_lo[on], h_min)
+            on = np.flatnonzero(group)
+            h_lo[on] = np.maximum(h_lo[on], _hexagonal_wedge(group[on], k[on], l[on], orbits=False))
         count = (np.maximum(h_hi - h_lo + 1, 0.0) * (disc >= 0)).astype(np.int64)
 
         # the lines that keep any hkl (about half of them), and what each of their hkl stands for
         live = np.flatnonzero(count)
         line_row, k, l, h_lo, count, a, b, c = (x[live] for x in (line_row, k, l, h_lo, count, a, b, c))
+        permutation, group = (None if x is None else x[live] for x in (permutation, group))
         fixed = nonneg[line_row]
         # the reflections each hkl stands for (laue.py): 2 for each index whose sign the box fixes and that
         # is not 0 (h: with ``doubled``, where h != 0); with permutations or a hexagonal group, the orbit,
@@ -633,8 +634,8 @@ class PowderSimulator:
         doubled = weight * (fixed == 3)
         special = []
         if permuted:  # |P| / |stabiliser of hkl| distinct hkl
-            on = np.flatnonzero(atoms.permutations[line_row])
-            code = atoms.permutations[line_row[on]]
+            on = np.flatnonzero(permutation)
+            code = permutation[on]
             swap01, swap02, swap12, cycles, order = (_PERMUTATION_RULES[:, j][code] for j in range(3, 8))
             k_on, l_on, w, d = k[on], l[on], weight[on], doubled[on]
             same_kl = k_on == l_on
@@ -647,9 +648,8 @@ class PowderSimulator:
             generic = order / (1 + swap12 * same_kl)  # h != k, h != l
             weight[on], doubled[on] = w * generic, d * generic
         if hexagonal:  # ``origin`` at h = 0, ``full`` elsewhere, less on the wedge's mirror lines
-            on = np.flatnonzero(atoms.hexagonal[line_row])
-            group = atoms.hexagonal[line_row[on]]
-            _, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(group, k[on], l[on])
+            on = np.flatnonzero(group)
+            _, origin, full, mirror_1, mirror_2, smaller = _hexagonal_wedge(group[on], k[on], l[on])
             weight[on], doubled[on] = origin, full - origin
             special += [(on, mirror_1, full - smaller), (on, mirror_2, full - smaller)]
 
