@@ -1,6 +1,7 @@
 """Padded structure arrays: packing, unpacking and HDF5 round trips."""
 
 import numpy as np
+import pytest
 from pymatgen.core import Lattice, Structure
 
 from xtal_utils.structures import StructureBatch
@@ -32,3 +33,17 @@ def test_concatenate_pads_and_slices():
     both = StructureBatch.concatenate([one, two])
     assert len(both) == 2 and both.max_sites == 4 and both.atomic_number.shape[2] == 3
     assert both[1].to_structures()[0].composition.reduced_formula == "Cu"
+
+
+def test_atomic_path_replaces_only_a_finished_file(tmp_path):
+    from xtal_utils.config import atomic_path
+
+    target = tmp_path / "sub" / "out.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("first")
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "first"  # the old file stays whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]  # and nothing half-written is left

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import types
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 
 from xtal_utils import symmetry
-from xtal_utils.config import default_device, to_jsonable
+from xtal_utils.config import atomic_path, default_device, to_jsonable
 from xtal_utils.diffraction import CU_KALPHA1
 from xtal_utils.models import add_sin2theta_channel, build_model, model_spec
 from xtal_utils.patterns import PatternFileError, check_pattern, read_pattern, resample
@@ -245,10 +244,8 @@ def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple
         "sin2theta_channel": bool(sin2theta_channel),
         "metadata": metadata,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

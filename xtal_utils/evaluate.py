@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from xtal_utils import symmetry
-from xtal_utils.symmetry import KINDS, labels_of, n_classes
+from xtal_utils.symmetry import labels_of, n_classes
 
 TOP_K = (1, 3, 5)
 SYSTEMS = symmetry.CRYSTAL_SYSTEMS

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from xtal_utils import crystals, evaluate
-from xtal_utils.config import cache_dir, cache_key, default_device, write_json_atomic
+from xtal_utils.config import atomic_path, cache_dir, cache_key, default_device, write_json_atomic
 from xtal_utils.datasets import PatternSource, SimulatedSource
 from xtal_utils.diffraction import CU_KALPHA1, SIMULATOR_VERSION, Augmentation, PowderSimulator
 from xtal_utils.models import MODELS
@@ -66,9 +65,8 @@ class Grid:
 
 
 def _save_npy_atomic(path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save would append '.npy' to a name
+        np.save(f, array)
 
 
 def _digest(index) -> str:

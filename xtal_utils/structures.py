@@ -18,12 +18,13 @@ pymatgen Structures are the format for users and tests; these arrays are what th
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 
 from pymatgen.core import Element, Lattice, Structure
+
+from xtal_utils.config import atomic_path
 
 OCCUPANCY_ROUNDING = 1e-6  # float32 occupancies of a full site may sum this far above 1
 
@@ -143,13 +144,9 @@ class StructureBatch:
         """Write to HDF5 atomically (temporary file, then rename)."""
         import h5py
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             for field in self.FIELDS:
                 f.create_dataset(field, data=getattr(self, field), compression="gzip", compression_opts=1)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path, index=slice(None)) -> StructureBatch:

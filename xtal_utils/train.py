@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xtal_utils.config import cache_dir, default_device, seed_everything, write_json_atomic
+from xtal_utils.config import atomic_path, cache_dir, default_device, seed_everything, write_json_atomic
 from xtal_utils.datasets import epoch_generator
 from xtal_utils.models import build_model, model_spec
 
@@ -54,10 +54,8 @@ def _distributed() -> tuple[int, int]:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path, device="cpu") -> dict:

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xtal_utils.config import cache_dir, write_json_atomic
+from xtal_utils.config import atomic_path, cache_dir, write_json_atomic
 from xtal_utils.structures import StructureBatch
 from xtal_utils.symmetry import crystal_system, extinction_group
 
@@ -347,9 +347,8 @@ def load_amcsd(limit: int | None = None, *, structures: bool = True, workers: in
         report["seconds"] = round(time.perf_counter() - start, 1)
         # batch first, table second, report last: the report marks a complete cache entry
         StructureBatch.from_structures(parsed).save(batch_path)
-        tmp = table_path.with_name(f".{table_path.name}.{os.getpid()}.tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, table_path)
+        with atomic_path(table_path) as tmp:
+            table.to_csv(tmp, index=False)
         write_json_atomic(report_path, report)
     table = pd.read_csv(table_path, dtype={"entry_id": str})
     report = json.loads(report_path.read_text())
