@@ -7,6 +7,9 @@ Two data paths are timed for every model:
 - stored: patterns already in memory (on the host; copied to the device batch by batch);
 - on-the-fly: patterns simulated on the training device from stored structures, with augmentations,
   as the study trains at scale.
+``--variants`` times the default ResNet1d under each setting that could make training faster (bfloat16
+autocast on the CPU, torch.compile, threads, batch size, grid size, width and depth, and the fresh-crystal
+stream made in a background process or in the training process), against the float32 step in the same run.
 For the on-the-fly path the script also prints the share of each step spent waiting for data
 (simulation), the time the model waits on the data path.
 """
@@ -33,11 +36,18 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_training(model, batches, *, device, steps: int, warmup: int = 3) -> dict:
-    """Run ``warmup + steps`` optimiser steps; return patterns/s and the seconds spent on data and on the model."""
+def time_training(model, batches, *, device, steps: int, warmup: int = 3, amp: bool | None = None,
+                  compile_model: bool = False) -> dict:
+    """Run ``warmup + steps`` optimiser steps; return patterns/s and the seconds spent on data and on the model.
+
+    ``amp``: bfloat16 autocast (default: on CUDA only); ``compile_model``: ``torch.compile`` first.
+    """
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    use_amp = torch.device(device).type == "cuda"
+    use_amp = torch.device(device).type == "cuda" if amp is None else amp
+    kind = torch.device(device).type
+    if compile_model:
+        model = torch.compile(model)
     data_s = model_s = 0.0
     seen = 0
     for step in range(warmup + steps):
@@ -46,7 +56,7 @@ def time_training(model, batches, *, device, steps: int, warmup: int = 3) -> dic
         x, y = next(batches)
         _sync(device)
         t1 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=use_amp):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -94,6 +104,51 @@ def simulated_batches(n_points: int, batch_size: int, device, n_structures: int 
         epoch += 1
 
 
+def stream_batches(n_points: int, batch_size: int, device, workers: int = 1):
+    """Fresh random crystals every batch (the balanced training stream), made by ``workers`` processes."""
+    from xtal_utils.datasets import CrystalStream
+    from xtal_utils.diffraction import PowderSimulator
+
+    stream = CrystalStream(PowderSimulator(n_points=n_points, device=device), "extinction_group", seed=0,
+                           batch_size=batch_size)
+    return stream.batches(device=device, workers=workers if torch.device(device).type == "cpu" else 0)
+
+
+def variants(args, device) -> None:
+    """The default ResNet1d under each training setting, against the plain float32 step, in one run."""
+    n, b = args.n_points, args.batch_size
+    rows = [
+        ("float32, stored patterns (baseline)", dict(), lambda: stored_batches(n, b, device)),
+        ("bfloat16 autocast", dict(amp=True), lambda: stored_batches(n, b, device)),
+        ("torch.compile", dict(compile_model=True), lambda: stored_batches(n, b, device)),
+        ("1 torch thread", dict(threads=1), lambda: stored_batches(n, b, device)),
+        (f"batch {2 * b}", dict(batch=2 * b), lambda: stored_batches(n, 2 * b, device)),
+        (f"{n // 2} points", dict(), lambda: stored_batches(n // 2, b, device)),
+        (f"{2 * n} points", dict(), lambda: stored_batches(2 * n, b, device)),
+        ("widths 32-64-128-256", dict(widths=(32, 64, 128, 256)), lambda: stored_batches(n, b, device)),
+        ("blocks 2-2-2-2", dict(blocks=(2, 2, 2, 2)), lambda: stored_batches(n, b, device)),
+        ("fresh stream, 1 worker process", dict(), lambda: stream_batches(n, b, device, 1)),
+        ("fresh stream, in the training process", dict(), lambda: stream_batches(n, b, device, 0)),
+    ]
+    threads = torch.get_num_threads()
+    base = None
+    print(f"{'setting':40s} {'patterns/s':>11s} {'x baseline':>10s} {'waiting for data':>17s}")
+    for label, options, batches in rows:
+        torch.set_num_threads(options.get("threads", threads))
+        model = ResNet1d(99, **{k: options[k] for k in ("widths", "blocks") if k in options})
+        try:
+            result = time_training(model, batches(), device=device, steps=args.steps,
+                                   amp=options.get("amp"), compile_model=options.get("compile_model", False),
+                                   warmup=10 if options.get("compile_model") else 3)
+        except Exception as error:  # e.g. torch.compile without a working compiler: say so, go on
+            print(f"{label:40s} failed: {type(error).__name__}: {str(error).splitlines()[0][:60]}")
+            continue
+        base = base or result["patterns_per_s"]
+        wait = result["data_s"] / (result["data_s"] + result["model_s"])
+        print(f"{label:40s} {result['patterns_per_s']:11.0f} {result['patterns_per_s'] / base:10.2f} {wait:16.0%}")
+    torch.set_num_threads(threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-points", type=int, default=4096)
@@ -101,10 +156,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default=None)
     parser.add_argument("--skip-simulated", action="store_true")
+    parser.add_argument("--variants", action="store_true",
+                        help="the default ResNet1d under each setting (bf16, compile, threads, grid, width, stream)")
     args = parser.parse_args()
     device = default_device(args.device)
     name = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); n_points={args.n_points}, batch={args.batch_size}, steps={args.steps}")
+    if args.variants:
+        variants(args, device)
+        return
     models = {
         "ResNet1d (default)": lambda: ResNet1d(99),
         "ResNet1d (small)": lambda: ResNet1d(99, widths=(16, 32, 64), blocks=(1, 1, 1)),

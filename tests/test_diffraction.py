@@ -351,3 +351,40 @@ def test_laue_reduction_changes_nothing(radiation, monkeypatch):
     full = sim.simulate(structures), sim.simulate(structures, aug, seed=2)
     for a, b in zip(reduced, full):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)
+
+
+def test_precomputed_symmetry_is_used_instead_of_detection(monkeypatch):
+    """symmetry=laue_symmetry(batch) gives the default patterns bit for bit, no_symmetry the same within
+    float32 summation order, and a given symmetry skips the detection; a malformed one is refused."""
+    import xtal_utils.diffraction.simulator as simulator
+    from xtal_utils.diffraction.laue import laue_symmetry, no_symmetry
+
+    batch = StructureBatch.from_structures(list(STRUCTURES.values()) + [_monoclinic("b"), _monoclinic("c")])
+    sim = PowderSimulator(device="cpu")
+    aug = Augmentation(fwhm_scale=(0.8, 1.5), strain=0.01, zero_shift=0.05, march_dollase=(0.7, 1.3))
+    default = sim.simulate(batch), sim.simulate(batch, aug, seed=4)
+    symmetry = laue_symmetry(batch)
+
+    def no_detection(batch):
+        raise AssertionError("laue_symmetry called although a symmetry was given")
+
+    monkeypatch.setattr(simulator, "laue_symmetry", no_detection)
+    given = sim.simulate(batch, symmetry=symmetry), sim.simulate(batch, aug, seed=4, symmetry=symmetry)
+    unreduced = (sim.simulate(batch, symmetry=no_symmetry(batch)),
+                 sim.simulate(batch, aug, seed=4, symmetry=no_symmetry(batch)))
+    for a, b, c in zip(default, given, unreduced):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(c.max(axis=1), 1.0)
+
+    flips, permutations, centres, hexagonal = symmetry
+    with pytest.raises(ValueError, match="flips, permutations, centres, hexagonal"):
+        sim.simulate(batch, symmetry=(flips, permutations, centres))
+    with pytest.raises(ValueError, match=r"permutations must have shape \(10,\)"):
+        sim.simulate(batch, symmetry=(flips, permutations[:-1], centres, hexagonal))
+    with pytest.raises(ValueError, match=r"centres must have shape \(10, 3\)"):
+        sim.simulate(batch, symmetry=(flips, permutations, centres[:, :2], hexagonal))
+    with pytest.raises(ValueError, match="flips must be bool"):
+        sim.simulate(batch, symmetry=(flips.astype(int), permutations, centres, hexagonal))
+    with pytest.raises(ValueError, match="hexagonal must lie in"):
+        sim.simulate(batch, symmetry=(flips, permutations, centres, hexagonal + 9))

@@ -110,3 +110,111 @@ class SimulatedSource(PatternSource):
             index = order[start : start + batch_size].numpy()
             x = torch.as_tensor(self.simulate(self.structures[index], generator), device=device)
             yield self._inputs(x.float()), self.targets[index].to(device)
+
+
+class CrystalStream:
+    """An endless stream of fresh random crystals, simulated batch by batch: never the same pattern twice.
+
+    Batch ``step`` is a pure function of ``(seed, step)``: its crystals are
+    :func:`~xtal_utils.crystals.sample_crystals` with ``seed=(seed, step)`` and its augmentations come
+    from a torch generator seeded the same way, so a run resumed at step ``s`` sees exactly the
+    batches an uninterrupted run would have seen from ``s`` on. Crystals come in the Wyckoff tables'
+    settings with their space groups known, so the simulator is handed their Laue symmetry
+    (:func:`~xtal_utils.crystals.laue_symmetry_of`) instead of detecting it.
+
+    Args:
+        simulator: a :class:`~xtal_utils.diffraction.PowderSimulator` (its device is where batches are made).
+        kind: 'space_group' or 'extinction_group': the targets.
+        seed: root of every batch's randomness.
+        batch_size: crystals per batch.
+        augmentation: optional realism augmentations, drawn afresh for every pattern.
+        balance, weights, space_groups: which classes are drawn, see :func:`~xtal_utils.crystals.sample_crystals`.
+        crystal_options: other arguments of :func:`~xtal_utils.crystals.sample_crystals` (``max_atoms``,
+            ``min_distance``, ...).
+        sin2theta_channel: add sin^2(theta) as a second input channel.
+    """
+
+    def __init__(self, simulator, kind: str, *, seed: int, batch_size: int = 64, augmentation=None,
+                 balance: str = "extinction_group", weights=None, space_groups=None,
+                 crystal_options: dict | None = None, sin2theta_channel: bool = False):
+        self.simulator = simulator
+        self.kind = kind
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.augmentation = augmentation
+        self.sample_options = dict(balance=balance, weights=weights, space_groups=space_groups,
+                                   **(crystal_options or {}))
+        self.sin2theta_channel = sin2theta_channel
+        self.two_theta = torch.as_tensor(simulator.two_theta, dtype=torch.float32)
+
+    @property
+    def in_channels(self) -> int:
+        return 2 if self.sin2theta_channel else 1
+
+    def crystals(self, step: int):
+        """The StructureBatch of batch ``step``."""
+        from xtal_utils.crystals import sample_crystals
+
+        return sample_crystals(self.batch_size, seed=(self.seed, int(step)), **self.sample_options)
+
+    def batch(self, step: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of batch ``step``: x (batch, channels, n_points) float32, y (batch,) class indices."""
+        from xtal_utils.crystals import laue_symmetry_of
+
+        crystals = self.crystals(step)
+        generator = torch.Generator(device=self.simulator.device)
+        generator.manual_seed(int(np.random.SeedSequence([self.seed, int(step), 1]).generate_state(1)[0]))
+        x = self.simulator.simulate(crystals, self.augmentation, generator=generator, as_tensor=True,
+                                    symmetry=laue_symmetry_of(crystals.space_group))
+        y = torch.as_tensor(labels_of(crystals.space_group, self.kind) - 1)
+        device = device or x.device
+        x = x.float().to(device)
+        x = add_sin2theta_channel(x, self.two_theta.to(device)) if self.sin2theta_channel else x[:, None, :]
+        return x, y.to(device)
+
+    def batches(self, *, start: int = 0, stop: int | None = None, device=None, workers: int = 0,
+                prefetch: int = 4) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``start, start + 1, ...`` up to ``stop`` (endless when None), in order.
+
+        Args:
+            device: where the batches go (default the simulator's device).
+            workers: background processes that make batches ahead of the training step (each with one
+                torch thread, on the CPU); 0 makes them in this process, as on a GPU.
+            prefetch: batches each worker keeps ready.
+        """
+        steps = _Steps(start, stop)
+        if workers == 0:
+            for step in steps:
+                yield self.batch(step, device)
+            return
+        loader = torch.utils.data.DataLoader(_StreamDataset(self), batch_size=None, sampler=steps,
+                                             num_workers=workers, prefetch_factor=prefetch,
+                                             worker_init_fn=_one_thread, persistent_workers=False)
+        for x, y in loader:
+            yield x.to(device or "cpu"), y.to(device or "cpu")
+
+
+class _Steps(torch.utils.data.Sampler):
+    def __init__(self, start: int, stop: int | None):
+        self.start, self.stop = int(start), stop
+
+    def __iter__(self):
+        step = self.start
+        while self.stop is None or step < self.stop:
+            yield step
+            step += 1
+
+    def __len__(self):
+        return (self.stop - self.start) if self.stop is not None else 2**62
+
+
+class _StreamDataset(torch.utils.data.Dataset):
+    def __init__(self, stream: CrystalStream):
+        self.stream = stream
+
+    def __getitem__(self, step):
+        return self.stream.batch(step, "cpu")
+
+
+def _one_thread(_worker_id) -> None:
+    torch.set_num_threads(1)

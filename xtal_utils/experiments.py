@@ -283,3 +283,81 @@ def epochs_for(n_train: int, epochs: int, min_steps: int, batch_size: int) -> in
     """``epochs``, raised so that a small training set still gets at least ``min_steps`` optimiser steps."""
     steps_per_epoch = max(1, -(-n_train // batch_size))
     return max(epochs, -(-min_steps // steps_per_epoch))
+
+
+# ---------------------------------------------------------------------------------------------
+# Test sets for models trained on the fresh-crystal stream
+
+FRESH_TEST_SEED = 987_654_321  # never a training stream's seed: those are small integers
+FROM_RANDOM_TEST_SEED = 1001  # the PyXtal crystals held out for every stream-trained model
+RRUFF_WAVELENGTH = 1.5418  # Angstrom, Cu K-alpha as recorded in data/rruff_dev/SOURCE.md
+
+
+@dataclass
+class TestSet:
+    """Prepared patterns on a model's grid and their true space groups."""
+
+    name: str
+    patterns: np.ndarray  # (n, n_points) float32, scaled to a maximum of 1
+    space_groups: np.ndarray  # (n,)
+
+
+def stream_test_sets(grid: Grid, *, fresh: int = 1980, from_random_per_group: int = 10,
+                     amcsd: bool = True, rruff: bool = True, amcsd_limit: int | None = None,
+                     rruff_path=None, progress: bool = True) -> dict[str, TestSet]:
+    """The four test sets of a model trained on fresh random crystals, clean patterns on ``grid``.
+
+    - ``fresh``: held-out crystals of the stream's own generator (:func:`crystals.sample_crystals`,
+      balanced over extinction groups, a seed no training stream uses);
+    - ``from_random``: ``from_random_per_group`` PyXtal ``from_random`` crystals per extinction group
+      (:func:`balanced_set`), a different generator, so that a model which learned only the fast
+      generator's quirks shows it;
+    - ``amcsd``: the test split of de-duplicated AMCSD (grouped split, seed 0), real structures;
+    - ``rruff``: the measured RRUFF development patterns, moved onto the grid through d.
+    """
+    from xtal_utils.patterns import resample
+    from xtal_utils.paths import DATA
+
+    simulator = grid.simulator()
+    out = {}
+    if fresh:
+        batch = crystals.sample_crystals(fresh, seed=FRESH_TEST_SEED)
+        patterns = np.concatenate([simulator.simulate(batch[i: i + SIMULATE_CHUNK],
+                                                      symmetry=crystals.laue_symmetry_of(batch.space_group[i: i + SIMULATE_CHUNK]))
+                                   for i in range(0, len(batch), SIMULATE_CHUNK)])
+        out["fresh"] = TestSet("fresh", patterns, batch.space_group.astype(int))
+    if from_random_per_group:
+        data = balanced_set(from_random_per_group, FROM_RANDOM_TEST_SEED)
+        valid = data.valid(grid)
+        out["from_random"] = TestSet("from_random", np.asarray(data.patterns(grid, progress=progress))[valid],
+                                     data.space_groups[valid])
+    if amcsd:
+        data = amcsd_set(amcsd_limit)
+        valid = data.valid(grid)
+        splits, _ = real_splits(data, deduplicated=True, condition="deduplicated", seed=0, valid=valid)
+        test = splits["test"]
+        out["amcsd"] = TestSet("amcsd", np.asarray(data.patterns(grid, progress=progress))[test],
+                               data.space_groups[test])
+    if rruff:
+        measured = np.load(rruff_path or DATA / "rruff_dev" / "rruff_dev.npz")
+        rows = [resample(measured["two_theta"], np.clip(row, 0, None), grid.two_theta,
+                         wavelength=RRUFF_WAVELENGTH, grid_wavelength=grid.wavelength, source="rruff_dev")
+                for row in measured["intensity"].astype(np.float64)]
+        out["rruff"] = TestSet("rruff", np.stack(rows), measured["space_group"].astype(int))
+    return out
+
+
+def score_on(model: torch.nn.Module, tests: dict[str, TestSet], kind: str, *, device=None,
+             batch_size: int = 256) -> dict[str, float]:
+    """``{'<test>_eg_top1': ..., '<test>_eg_top5': ...}`` (percent) of ``model`` on each test set."""
+    device = default_device(device)
+    out = {}
+    for name, test in tests.items():
+        source = PatternSource(test.patterns, test.space_groups, kind)
+        p = evaluate.softmax(predict(model, source, batch_size=batch_size, device=device))
+        s = evaluate.score(p, test.space_groups, kind)
+        out[f"{name}_eg_top1"] = 100 * s["extinction_group_top1"]
+        out[f"{name}_eg_top5"] = 100 * s["extinction_group_top5"]
+        if kind == "space_group":
+            out[f"{name}_sg_top1"] = 100 * s["space_group_top1"]
+    return out

@@ -30,6 +30,8 @@ class ResNet1dConfig:
     kernel_size: int = 5  # samples, in the residual blocks
     pool_size: int = 8  # coarse positions kept before the classifier
     dropout: float = 0.0
+    log_d: tuple[float, float] | None = None  # (first, last) 2-theta of the input grid, degrees: resample the
+    #                                          pattern onto a grid uniform in ln d first (see LogDAxis)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,40 @@ class Transformer1dConfig:
     dropout: float = 0.1
     patch_norm: bool = True  # LayerNorm on each patch embedding, so that sparse peaks are not drowned by the
     #                          unit-amplitude position encodings (without it the model stays at the prior)
+
+
+class LogDAxis(nn.Module):
+    """Resample a pattern from a uniform 2-theta grid onto one uniform in ln d, by linear interpolation.
+
+    On a ln d axis a change of lattice scale is a shift, which a convolution's translation symmetry
+    handles. ln d = ln(lambda / 2) - ln sin(theta), so the grid depends on the 2-theta range alone,
+    not on the wavelength. The output has as many points as the input, from d_max (first 2-theta) to
+    d_min (last 2-theta).
+
+    Input and output (batch, channels, n_points).
+    """
+
+    def __init__(self, two_theta_range: tuple[float, float]):
+        super().__init__()
+        self.two_theta_range = tuple(float(t) for t in two_theta_range)
+        self._tables: dict = {}
+
+    def _table(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (n, str(device))
+        if key not in self._tables:
+            lo, hi = self.two_theta_range
+            theta = torch.deg2rad(torch.tensor([lo, hi], dtype=torch.float64)) / 2
+            log_sin = torch.linspace(float(torch.log(torch.sin(theta[0]))), float(torch.log(torch.sin(theta[1]))),
+                                     n, dtype=torch.float64)
+            two_theta = 2 * torch.rad2deg(torch.asin(torch.exp(log_sin)))
+            position = ((two_theta - lo) / (hi - lo) * (n - 1)).clamp(0, n - 1)
+            left = position.floor().long().clamp(max=n - 2)
+            self._tables[key] = (left.to(device), (position - left).float().to(device))
+        return self._tables[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, frac = self._table(x.shape[-1], x.device)
+        return x[..., left] * (1 - frac) + x[..., left + 1] * frac
 
 
 class BasicBlock1d(nn.Module):
@@ -85,6 +121,7 @@ class ResNet1d(nn.Module):
         if len(config.widths) != len(config.blocks):
             raise ValueError("widths and blocks must have the same length")
         width = config.widths[0]
+        self.axis = LogDAxis(config.log_d) if config.log_d else nn.Identity()
         self.stem = nn.Sequential(
             nn.Conv1d(in_channels, width, config.stem_kernel, stride=2, padding=config.stem_kernel // 2, bias=False),
             nn.BatchNorm1d(width),
@@ -119,7 +156,7 @@ class ResNet1d(nn.Module):
                 nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(self.stem(x))
+        x = self.layers(self.stem(self.axis(x)))
         x = torch.flatten(self.pool(x), 1)
         return self.fc(self.dropout(x))
 

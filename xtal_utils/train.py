@@ -264,3 +264,163 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training on an endless stream, by a step budget
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Training on a :class:`~xtal_utils.datasets.CrystalStream` by a budget of optimiser steps.
+
+    The learning rate rises linearly for ``warmup`` of the steps, then follows a cosine to zero.
+    """
+
+    steps: int = 10_000  # optimiser steps; patterns seen = steps x the stream's batch size
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 1e-4
+    warmup: float = 0.03  # fraction of the steps
+    label_smoothing: float = 0.0
+    seed: int = 0  # seeds the weights' initialisation draws made here and dropout at each step
+    checkpoint_every: int = 500  # steps between checkpoints (when a checkpoint path is given)
+    eval_every: int = 0  # steps between calls of ``evaluate``; 0 = only at the end
+    workers: int = 1  # background processes making batches (CPU); 0 = in this process (GPU)
+    threads: int | None = None  # torch threads of the training process; None leaves torch's choice
+    device: str | None = None
+    progress: bool = True
+
+
+def _stream_lr(config: StreamConfig):
+    warm = max(1, int(config.warmup * config.steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, config.steps - warm))))
+
+    return factor
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches, n_batches: int = 16) -> nn.Module:
+    """Reset BatchNorm running statistics and re-estimate them as exact averages over ``n_batches``.
+
+    On a stream that never repeats, a high learning rate leaves the running statistics behind the
+    weights; evaluating with them makes accuracy swing from one checkpoint to the next. Call on a copy
+    (``copy.deepcopy(model)``) when training goes on.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for _, (x, _) in zip(range(n_batches), batches):
+        model(x)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.train(was_training)
+    return model
+
+
+def fit_stream(model: nn.Module, stream, config: StreamConfig = StreamConfig(), *,
+               checkpoint: str | Path | None = None, evaluate=None, stop_after: int | None = None) -> dict:
+    """Train ``model`` on ``stream`` for ``config.steps`` steps; resumable, and the same whether resumed or not.
+
+    Args:
+        model: e.g. :class:`~xtal_utils.models.ResNet1d`.
+        stream: a :class:`~xtal_utils.datasets.CrystalStream`; batch ``s`` feeds step ``s``.
+        config: the :class:`StreamConfig`.
+        checkpoint: path; written atomically every ``checkpoint_every`` steps and at the end. If it
+            exists, training resumes from it.
+        evaluate: optional ``evaluate(model, step) -> dict`` called every ``eval_every`` steps and at
+            the end (on the training model in eval mode; see :func:`recalibrate_batchnorm`); its rows
+            go into the returned ``curve``.
+        stop_after: stop (as if interrupted) once this many steps have been taken in this call.
+
+    Returns:
+        ``{"step", "history", "curve", "seconds", "data_seconds"}``: history has the mean training loss
+        per ``checkpoint_every`` block; data_seconds is the time the step waited for batches.
+    """
+    device = default_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model = model.to(device)
+    spec = model_spec(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _stream_lr(config))
+    state = {"step": 0, "history": [], "curve": [], "seconds": 0.0, "data_seconds": 0.0}
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, device)
+        if saved["model_spec"] != spec:
+            raise ValueError(f"checkpoint {checkpoint} holds a different model: {saved['model_spec']}")
+        model.load_state_dict(saved["model_state"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = {k: saved[k] for k in state}
+    use_amp = torch.device(device).type == "cuda"
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    def save():
+        if checkpoint:
+            _save_atomic({"model_spec": spec, "stream_config": dataclasses.asdict(config),
+                          "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), **state}, checkpoint)
+
+    def run_evaluation():
+        if evaluate is not None:
+            model.eval()
+            row = {"step": state["step"], "patterns": state["step"] * stream.batch_size,
+                   "seconds": state["seconds"], **evaluate(model, state["step"])}
+            state["curve"].append(row)
+            model.train()
+
+    start = state["step"]
+    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    batches = stream.batches(start=start, stop=end, device=device,
+                             workers=config.workers if torch.device(device).type == "cpu" else 0)
+    block_loss, block_n = 0.0, 0
+    bar = tqdm(total=config.steps, initial=start, desc="training", unit="step", disable=not config.progress)
+    model.train()
+    t_last = time.perf_counter()
+    for step in range(start, end):
+        t0 = time.perf_counter()
+        x, y = next(batches)
+        t1 = time.perf_counter()
+        state["data_seconds"] += t1 - t0
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, step, 2]).generate_state(1)[0]))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss = loss_fn(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        block_loss += loss.item()
+        block_n += 1
+        state["step"] = step + 1
+        now = time.perf_counter()
+        state["seconds"] += now - t_last
+        t_last = now
+        bar.update()
+        if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
+            state["history"].append({"step": state["step"], "train_loss": block_loss / block_n,
+                                     "lr": optimizer.param_groups[0]["lr"], "seconds": state["seconds"]})
+            block_loss, block_n = 0.0, 0
+            bar.set_postfix(loss=f"{state['history'][-1]['train_loss']:.3f}")
+        if config.eval_every and state["step"] % config.eval_every == 0 and state["step"] < config.steps:
+            run_evaluation()
+            t_last = time.perf_counter()  # evaluation time is not training time
+        if state["step"] % config.checkpoint_every == 0:
+            save()
+    bar.close()
+    del batches
+    if state["step"] == config.steps and (not state["curve"] or state["curve"][-1]["step"] != state["step"]):
+        run_evaluation()
+    save()
+    model.eval()
+    return copy.deepcopy(state)

@@ -4,6 +4,8 @@
   folders of CIF files, ICSD-style CSV exports; bad entries skipped and counted by reason.
 - :mod:`~xtal_utils.crystals.splits`: de-duplication by (reduced formula, space group), seeded
   group-aware or deliberately leaky splits, and the leakage of any split.
+- :mod:`~xtal_utils.crystals.sampling`: random crystals drawn as arrays from PyXtal's Wyckoff tables,
+  thousands per second, for the fresh-crystal training stream.
 - :mod:`~xtal_utils.crystals.generation`: PyXtal crystals balanced per space group or extinction
   group, checked by spglib, seeded per crystal, sharded, resumable, local or on Dask.
 """
@@ -29,11 +31,12 @@ from xtal_utils.crystals.generation import (
     slots,
     summarize,
 )
+from xtal_utils.crystals.sampling import laue_symmetry_of, sample_crystals, wyckoff_tables
 from xtal_utils.crystals.splits import GROUP_KEY, SPLITS, deduplicate, leakage, n_groups, split
 
 __all__ = [
     "ANGLE_TOLERANCE", "COLUMNS", "GROUP_KEY", "SKIP_REASONS", "SPLITS", "SYMPREC", "BadEntry",
     "RandomCrystalConfig", "amcsd_statistics", "deduplicate", "detect_space_group", "generate",
-    "leakage", "load_amcsd", "load_cif_folder", "load_generated", "load_icsd_export", "n_groups",
-    "parse_entry", "random_crystals", "slots", "split", "summarize",
+    "laue_symmetry_of", "leakage", "load_amcsd", "load_cif_folder", "load_generated", "load_icsd_export", "n_groups",
+    "parse_entry", "random_crystals", "sample_crystals", "slots", "split", "summarize", "wyckoff_tables",
 ]

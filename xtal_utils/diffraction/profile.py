@@ -7,17 +7,28 @@ FFT convolution; the kernel is the analytic Fourier transform of a unit-area Gau
 pseudo-Voigt, so a different width for every pattern costs nothing extra. Widths that change with
 2-theta (Caglioti, Scherrer) are handled with a few width bins: each reflection is split between the
 two bins whose widths bracket its own, linearly in FWHM^2 (which keeps the variance of a Gaussian).
+
+The second half is the simulator's profile stage (stages 3 and 4): the peak widths of a
+:class:`~xtal_utils.diffraction.PowderSimulator`'s settings and augmentations, and the rendering of
+its reflections in row chunks of bounded memory.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from xtal_utils.diffraction.augment import Augmentation
+    from xtal_utils.diffraction.simulator import PowderSimulator
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # Gaussian FWHM = 2.3548 sigma
 PROFILE_SHAPES = ("gaussian", "pseudo_voigt")
 FFT_ROW_BLOCK = 16  # rows per FFT call are padded to a multiple of this (bitwise reproducible chunking)
+PEAK_TAIL_FWHM = {"gaussian": 4.0, "pseudo_voigt": 25.0}  # margin kept beyond the range, in FWHM
+WIDTH_SAMPLES = 33  # 2-theta samples used to find each pattern's range of peak widths
 
 
 def kernel_spectrum(fwhm_points: torch.Tensor, n_fft: int, shape: str, eta: float) -> torch.Tensor:
@@ -109,3 +120,129 @@ def render(row: torch.Tensor, position: torch.Tensor, intensity: torch.Tensor, n
     torch.view_as_real(spec).mul_(torch.stack([spectrum, spectrum], dim=-1))
     out = torch.fft.irfft(spec.sum(dim=1) if n_bins > 1 else spec[:, 0], n=n_fft, dim=-1)
     return out[:n_rows, offset: offset + n_points]
+
+
+# ---------------------------------------------------------------- simulator stages 3 and 4: widths, grid
+
+
+def peak_fwhm(sim: PowderSimulator, sin2: torch.Tensor, scale=None, size=None) -> torch.Tensor:
+    """FWHM in degrees 2-theta where sin^2 theta = ``sin2``; scale, size (nm): (g,) or None.
+
+    The width of ``sim``'s settings: its constant ``fwhm`` or Caglioti (U, V, W), with Scherrer
+    broadening of ``size`` (else of ``sim.crystallite_size``) added in quadrature, times ``scale``.
+    cos and tan come from square roots of sin^2 theta, which round the same way in SIMD and scalar
+    code, so a pattern does not depend on which other patterns share its pass.
+    """
+    cos_theta = torch.sqrt((1 - sin2).clamp_min(1e-12))
+    if sim.caglioti is not None:
+        U, V, W = sim.caglioti
+        t = torch.sqrt(sin2) / cos_theta
+        var = (U * t * t + V * t + W).clamp_min(0.0)
+    else:
+        var = torch.full_like(sin2, sim.fwhm**2)
+    size = size if size is not None else sim.crystallite_size
+    if size is not None:
+        if torch.is_tensor(size):
+            size = size.reshape(-1, *([1] * (sin2.dim() - 1)))
+        scherrer = (180 / math.pi) * sim.scherrer_k * sim.wavelength / (10.0 * size * cos_theta)
+        var = var + scherrer * scherrer
+    fwhm = torch.sqrt(var)
+    if scale is not None:
+        fwhm = fwhm * scale.reshape(-1, *([1] * (sin2.dim() - 1)))
+    return fwhm
+
+
+def width_varies(sim: PowderSimulator, params: dict) -> bool:
+    """Whether the peak width changes with 2-theta (Caglioti or Scherrer), so that width bins are needed."""
+    return sim.caglioti is not None or sim.crystallite_size is not None or "crystallite_size" in params
+
+
+def grid_margin(sim: PowderSimulator, augmentation: Augmentation | None) -> tuple[int, int]:
+    """(margin, n_fft): grid points kept beyond each end of the range, and the FFT buffer length.
+
+    The margin holds the tails (PEAK_TAIL_FWHM) of the widest peak of the range under the
+    augmentation's widths, so that peaks just outside the range reach into it and nothing wraps around.
+    """
+    margin = math.ceil(PEAK_TAIL_FWHM[sim.profile] * max_fwhm(sim, augmentation) / sim.step) + 2
+    return margin, _next_fast_len(sim.n_points + 2 * margin)
+
+
+def max_fwhm(sim: PowderSimulator, augmentation: Augmentation | None) -> float:
+    """The widest peak (degrees) over the range and the augmentation's widths, remembered per setting."""
+    widths = None if augmentation is None else (augmentation.fwhm_scale, augmentation.crystallite_size)
+    key = (repr(widths), sim.fwhm, sim.caglioti, sim.crystallite_size, sim.scherrer_k, sim.wavelength,
+           sim.two_theta_range)
+    known = sim.__dict__.setdefault("_widest", {})
+    if key not in known:
+        known[key] = _widest_fwhm(sim, augmentation)
+    return known[key]
+
+
+def _widest_fwhm(sim: PowderSimulator, augmentation: Augmentation | None) -> float:
+    lo, hi = sim.two_theta_range
+    theta = torch.linspace(lo, min(hi + 5.0, 179.0), 64, dtype=torch.float64) * (math.pi / 360)
+    scale = augmentation.fwhm_scale[1] if augmentation and augmentation.fwhm_scale else 1.0
+    size = augmentation.crystallite_size[0] if augmentation and augmentation.crystallite_size else None
+    widest = float(peak_fwhm(sim, torch.sin(theta) ** 2, size=size).max()) * scale
+    if not widest > 0:
+        raise ValueError("the peak width is zero everywhere in the 2-theta range; check fwhm / caglioti")
+    return widest
+
+
+def render_chunks(sim: PowderSimulator, reflections: tuple, n: int, params: dict, margin: int, n_fft: int):
+    """Render every reflection onto the grid, in row chunks of at most ``sim.max_batch_bytes``.
+
+    Args:
+        reflections: (rows, two_theta, sin2, intensity), (r,) tensors, rows indexing the pass.
+        n: the rows of the pass; params: the augmentation's draws for them, (n,) each.
+        margin, n_fft: from :func:`grid_margin`.
+
+    Yields:
+        (rows, patterns): a slice of the batch and its (rows, n_points) unscaled patterns.
+    """
+    rows, two_theta, sin2, intensity = reflections
+    varies = width_varies(sim, params)
+    n_bins = sim.width_bins if varies else 1
+    per_row = 16 * n_bins * n_fft
+    step = max(1, sim.max_batch_bytes // per_row)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        if start == 0 and stop == n:
+            r, t, s, i = rows, two_theta, sin2, intensity
+        else:
+            keep = (rows >= start) & (rows < stop)
+            r, t, s, i = rows[keep] - start, two_theta[keep], sin2[keep], intensity[keep]
+        sub = {key: value[start:stop] for key, value in params.items()}
+        yield slice(start, stop), profile_and_grid(sim, r, t, s, i, stop - start, sub, margin, n_fft)
+
+
+def profile_and_grid(sim: PowderSimulator, row, two_theta, sin2, intensity, n_rows: int, params: dict,
+                     margin: int, n_fft: int) -> torch.Tensor:
+    """Peak widths, then the profile sum on the grid: (n_rows, n_points)."""
+    if "zero_shift" in params:
+        two_theta = two_theta + params["zero_shift"][row]
+    position = (two_theta - sim.two_theta_range[0]) / sim.step
+    scale, size = params.get("fwhm_scale"), params.get("crystallite_size")
+    common = dict(n_fft=n_fft, offset=margin, n_points=sim.n_points, shape=sim.profile, eta=sim.eta)
+    if not width_varies(sim, params):
+        row_fwhm = torch.full((1,), sim.fwhm / sim.step, dtype=intensity.dtype, device=intensity.device)
+        if scale is not None:
+            row_fwhm = row_fwhm * scale  # (n_rows,); else one kernel serves every row
+        return render(row, position, intensity, n_rows, row_fwhm=row_fwhm, **common)
+    lo = sim.two_theta_range[0] - margin * sim.step
+    hi = sim.two_theta_range[1] + margin * sim.step
+    sample = torch.deg2rad(torch.linspace(max(lo, 1e-3), min(hi, 179.0), WIDTH_SAMPLES,
+                                          dtype=intensity.dtype, device=intensity.device)) / 2
+    widths = peak_fwhm(sim, (torch.sin(sample) ** 2).expand(n_rows, -1), scale, size)  # (n_rows, samples)
+    w_lo, w_hi = widths.amin(dim=1, keepdim=True) * 0.999, widths.amax(dim=1, keepdim=True) * 1.001
+    steps = torch.linspace(0.0, 1.0, sim.width_bins, dtype=intensity.dtype, device=intensity.device)
+    bins = w_lo * (w_hi / w_lo) ** steps  # (n_rows, n_bins) degrees
+    fwhm = peak_fwhm(sim, sin2, None if scale is None else scale[row], None if size is None else size[row])
+    fwhm = torch.maximum(torch.minimum(fwhm, w_hi[row, 0]), w_lo[row, 0])
+    return render(row, position, intensity, n_rows, fwhm=fwhm / sim.step, bin_fwhm=bins / sim.step, **common)
+
+
+def _next_fast_len(n: int) -> int:
+    import scipy.fft
+
+    return scipy.fft.next_fast_len(n, real=True)

@@ -1,0 +1,219 @@
+"""Learning curve of a model trained on the fresh-crystal stream: EG top-1 and top-5 against patterns seen.
+
+    .venv/bin/python benchmarks/learning_curve.py --steps 4000 --tag resnet         # one run
+    .venv/bin/python benchmarks/learning_curve.py --model Transformer1d --tag transformer
+    .venv/bin/python benchmarks/learning_curve.py --log-d --tag resnet_logd
+    .venv/bin/python benchmarks/learning_curve.py --plot                            # the figure of all runs
+    .venv/bin/python benchmarks/learning_curve.py --steps 28000 --batch-size 64 --tag reference \\
+        --save-model models/balanced-reference.pt                                    # the shipped reference
+
+Every batch is a fresh set of random crystals (:class:`xtal_utils.datasets.CrystalStream`, balanced over
+extinction groups); nothing is ever seen twice. At each evaluation the BatchNorm statistics of a copy
+of the model are re-estimated on 16 fresh batches (:func:`xtal_utils.train.recalibrate_batchnorm`), then
+the copy is scored on four test sets (:func:`xtal_utils.experiments.stream_test_sets`): held-out fresh
+crystals, held-out PyXtal ``from_random`` crystals (another generator), the de-duplicated AMCSD test
+split and the measured RRUFF development patterns. Results go to
+``benchmarks/results/learning_curve_<tag>.json`` with their provenance; ``--plot`` draws every such
+file into ``benchmarks/results/learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TESTS = ("from_random", "fresh", "amcsd", "rruff")
+LABELS = {"from_random": "held-out from_random", "fresh": "held-out fresh", "amcsd": "AMCSD test (de-dup.)",
+          "rruff": "RRUFF dev (measured)"}
+
+
+def provenance(argv) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(argv),
+            "commit": commit, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "torch": torch.__version__, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def build_model(args, kind: str):
+    from xtal_utils.models import ResNet1d, Transformer1d
+    from xtal_utils.symmetry import n_classes
+
+    if args.model == "ResNet1d":
+        options = {"widths": tuple(args.widths), "blocks": tuple(args.blocks)}
+        if args.log_d:
+            options["log_d"] = (args.two_theta_min, args.two_theta_max)
+        return ResNet1d(n_classes(kind), **options)
+    return Transformer1d(n_classes(kind), d_model=args.d_model, depth=args.depth)
+
+
+def run(args) -> dict:
+    from xtal_utils import evaluate, experiments
+    from xtal_utils.datasets import CrystalStream
+    from xtal_utils.models import n_parameters
+    from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    grid = experiments.Grid(n_points=args.n_points, fwhm=args.fwhm, two_theta_min=args.two_theta_min,
+                            two_theta_max=args.two_theta_max)
+    augmentation = experiments.REALISTIC if args.augment else None
+    kind = args.kind
+    print("preparing the test sets ...", flush=True)
+    tests = experiments.stream_test_sets(grid, amcsd=not args.no_amcsd, rruff=not args.no_rruff)
+    print(", ".join(f"{name} {len(t.space_groups)}" for name, t in tests.items()), flush=True)
+
+    stream = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed, batch_size=args.batch_size,
+                           augmentation=augmentation, crystal_options={"max_atoms": args.max_atoms})
+    calibration = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed + 10**6, batch_size=args.batch_size,
+                                augmentation=augmentation, crystal_options={"max_atoms": args.max_atoms})
+    model = build_model(args, kind)
+    torch.manual_seed(args.seed)
+    print(f"{args.model}: {n_parameters(model) / 1e6:.2f}M parameters; {args.steps} steps of "
+          f"{args.batch_size} = {args.steps * args.batch_size:,} patterns", flush=True)
+
+    def score(net, step):
+        t0 = time.perf_counter()
+        probe = recalibrate_batchnorm(copy.deepcopy(net), calibration.batches(start=0, stop=16))
+        row = experiments.score_on(probe.eval(), tests, kind)
+        row["eval_seconds"] = time.perf_counter() - t0
+        print(f"  step {step:6d} ({step * args.batch_size:9,d} patterns): " + ", ".join(
+            f"{name} {row[f'{name}_eg_top1']:.1f}/{row[f'{name}_eg_top5']:.1f}" for name in tests), flush=True)
+        return row
+
+    config = StreamConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
+                          eval_every=args.eval_every, workers=args.workers, seed=args.seed,
+                          checkpoint_every=args.eval_every or 1000, progress=not args.quiet)
+    checkpoint = RESULTS / f".learning_curve_{args.tag}.pt" if args.resumable else None
+    state = fit_stream(model, stream, config, evaluate=score, checkpoint=checkpoint)
+    result = {"tag": args.tag, "provenance": provenance(sys.argv), "args": vars(args),
+              "parameters": n_parameters(model), "seconds": state["seconds"],
+              "data_seconds": state["data_seconds"], "data_share": state["data_seconds"] / state["seconds"],
+              "patterns_per_second": args.steps * args.batch_size / state["seconds"],
+              "curve": state["curve"], "history": state["history"]}
+    print(f"trained in {state['seconds'] / 60:.1f} min, {result['patterns_per_second']:.0f} patterns/s, "
+          f"waiting on data {100 * result['data_share']:.1f} % of the time", flush=True)
+
+    if args.save_model:
+        from xtal_utils.classify import save_classifier
+        from xtal_utils.symmetry import labels_of
+
+        final = recalibrate_batchnorm(model, calibration.batches(start=0, stop=32)).eval()
+        # temperature from fresh validation crystals (another seed than every test set)
+        val = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed + 2 * 10**6, batch_size=256,
+                            augmentation=augmentation)
+        logits, labels = [], []
+        with torch.no_grad():
+            for x, y in val.batches(start=0, stop=8):
+                logits.append(final(x).float())
+                labels.append(y)
+        temperature = evaluate.fit_temperature(torch.cat(logits).numpy(), torch.cat(labels).numpy())
+        last = state["curve"][-1]
+        save_classifier(args.save_model, final, kind=kind, two_theta_range=(grid.two_theta_min, grid.two_theta_max),
+                        n_points=grid.n_points, wavelength=grid.wavelength, radiation=grid.radiation,
+                        temperature=temperature, metadata={
+                            "fwhm": grid.fwhm, "training": "fresh random crystals (xtal_utils.crystals.sample_crystals), "
+                            "balanced over extinction groups, a new batch every step",
+                            "augmentation": "realistic" if args.augment else "none",
+                            "steps": args.steps, "batch_size": args.batch_size, "patterns_seen": args.steps * args.batch_size,
+                            "training_minutes": state["seconds"] / 60, "lr": args.lr, "seed": args.seed,
+                            "log_d_axis": bool(args.log_d), "scores": {k: v for k, v in last.items()},
+                            **provenance(sys.argv)})
+        result["temperature"] = temperature
+        result["model"] = str(args.save_model)
+        del labels_of
+        print(f"wrote {args.save_model} (temperature {temperature:.2f})")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"learning_curve_{args.tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return result
+
+
+def plot(tags=None) -> Path:
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    from xtal_utils.plotting import apply_style
+
+    apply_style()
+    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("learning_curve_*.json"))]
+    runs = [r for r in runs if tags is None or r["tag"] in tags]
+    fig, axes = plt.subplots(2, len(TESTS), figsize=(7.0, 3.6), sharex=True, sharey="row")
+    for run_ in runs:
+        curve = run_["curve"]
+        patterns = np.array([row["patterns"] for row in curve])
+        for j, test in enumerate(TESTS):
+            for i, k in enumerate((1, 5)):
+                key = f"{test}_eg_top{k}"
+                if key in curve[0]:
+                    axes[i, j].plot(patterns, [row[key] for row in curve], marker=".", label=run_["tag"])
+    for j, test in enumerate(TESTS):
+        axes[0, j].set_title(LABELS[test], fontsize=8)
+        axes[1, j].set_xlabel("patterns seen")
+        axes[1, j].set_xscale("log")
+    axes[0, 0].set_ylabel("EG top-1 (%)")
+    axes[1, 0].set_ylabel("EG top-5 (%)")
+    axes[0, -1].legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    out = RESULTS / "learning_curve.png"
+    fig.savefig(out, dpi=200)
+    fig.savefig(out.with_suffix(".pdf"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tag", default="resnet")
+    parser.add_argument("--model", default="ResNet1d", choices=["ResNet1d", "Transformer1d"])
+    parser.add_argument("--kind", default="extinction_group", choices=["extinction_group", "space_group"])
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--n-points", type=int, default=2048)
+    parser.add_argument("--fwhm", type=float, default=0.1, help="Gaussian peak width, degrees")
+    parser.add_argument("--two-theta-min", type=float, default=5.0)
+    parser.add_argument("--two-theta-max", type=float, default=90.0)
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument("--blocks", type=int, nargs="+", default=[1, 1, 1, 1])
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--log-d", action="store_true", help="resample onto a ln d axis inside the model")
+    parser.add_argument("--augment", action="store_true", help="realism augmentations (experiments.REALISTIC)")
+    parser.add_argument("--max-atoms", type=int, default=48)
+    parser.add_argument("--workers", type=int, default=1, help="background processes making batches")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of the training process")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-amcsd", action="store_true")
+    parser.add_argument("--no-rruff", action="store_true")
+    parser.add_argument("--resumable", action="store_true", help="checkpoint, and resume an interrupted run")
+    parser.add_argument("--save-model", type=Path, default=None)
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--plot", action="store_true", help="only draw the figure of the saved runs")
+    args = parser.parse_args()
+    if args.plot:
+        print(plot())
+        return
+    run(args)
+    plot()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The fresh-crystal generator, the stream and training on it by a step budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xtal_utils import crystals
+from xtal_utils.datasets import CrystalStream
+from xtal_utils.diffraction import PowderSimulator, laue
+from xtal_utils.models import ResNet1d
+from xtal_utils.symmetry import crystal_system, extinction_groups
+from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
+
+
+def test_sample_crystals_is_a_function_of_its_arguments():
+    a = crystals.sample_crystals(32, seed=(3, 7))
+    b = crystals.sample_crystals(32, seed=(3, 7))
+    c = crystals.sample_crystals(32, seed=(3, 8))
+    for field in a.FIELDS:
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.lattice, c.lattice)
+
+
+def test_sample_crystals_labels_agree_with_spglib():
+    import spglib
+
+    batch = crystals.sample_crystals(460, seed=11, balance="space_group")
+    assert len(np.unique(batch.space_group)) > 150  # 460 draws over 230 groups
+    agree = []
+    for i in range(len(batch)):
+        m = batch.n_sites[i]
+        cell = (batch.lattice[i], batch.frac_coords[i, :m], batch.atomic_number[i, :m, 0])
+        dataset = spglib.get_symmetry_dataset(cell, symprec=1e-3)
+        agree.append(dataset is not None and dataset.number == batch.space_group[i])
+    assert np.mean(agree) >= 0.98  # benchmarks/generate.py measures 20,000
+
+
+def test_sample_crystals_cells_fit_their_systems():
+    batch = crystals.sample_crystals(400, seed=2, balance="space_group")
+    lengths = np.linalg.norm(batch.lattice, axis=2)
+    for i, g in enumerate(batch.space_group):
+        system = crystal_system(int(g))
+        if system == "cubic":
+            assert np.allclose(lengths[i], lengths[i, 0])
+        if system in ("hexagonal", "trigonal"):
+            cos_gamma = batch.lattice[i, 0] @ batch.lattice[i, 1] / lengths[i, 0] / lengths[i, 1]
+            assert np.isclose(cos_gamma, -0.5)
+    volume_per_atom = np.abs(np.linalg.det(batch.lattice)) / batch.n_sites
+    assert 9 < np.median(volume_per_atom) < 17  # AMCSD's median is 12.8 A^3
+
+
+def test_balance_and_weights():
+    eg = extinction_groups(crystals.sample_crystals(3000, seed=0).space_group)
+    assert len(np.unique(eg)) >= 95  # 99 groups, about 30 draws each
+    weights = np.zeros(99)
+    weights[[0, 4]] = 1.0
+    eg = extinction_groups(crystals.sample_crystals(200, seed=0, weights=weights).space_group)
+    assert set(np.unique(eg)) == {1, 5}
+    with pytest.raises(ValueError, match="weights"):
+        crystals.sample_crystals(4, seed=0, weights=np.ones(5))
+
+
+def test_min_distance_redraws_close_atoms():
+    from xtal_utils.crystals.sampling import shortest_distances
+
+    plain = shortest_distances(crystals.sample_crystals(300, seed=5))
+    checked = shortest_distances(crystals.sample_crystals(300, seed=5, min_distance=1.0))
+    assert (checked < 1.0).mean() < (plain < 1.0).mean()
+
+
+def test_known_symmetry_equals_the_detected_one():
+    batch = crystals.sample_crystals(300, seed=9, balance="space_group")
+    known = crystals.laue_symmetry_of(batch.space_group)
+    found = laue.laue_symmetry(batch)
+    for a, b in zip(known[:2] + known[3:], found[:2] + found[3:]):
+        assert np.array_equal(a, b)
+    assert np.array_equal(np.isnan(known[2]), np.isnan(found[2]))
+    simulator = PowderSimulator(n_points=1024)
+    with_known = simulator.simulate(batch, symmetry=known)
+    reference = simulator.simulate(batch, symmetry=laue.no_symmetry(batch))
+    assert np.abs(with_known - reference).max() < 1e-4
+
+
+def _stream(seed=0):
+    return CrystalStream(PowderSimulator(n_points=256, two_theta_range=(10, 60), fwhm=0.4, device="cpu"),
+                         "extinction_group", seed=seed, batch_size=8)
+
+
+def test_stream_batches_are_pure_functions_of_seed_and_step():
+    x1, y1 = _stream().batch(5)
+    x2, y2 = _stream().batch(5)
+    x3, _ = _stream().batch(6)
+    assert x1.shape == (8, 1, 256) and y1.shape == (8,)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and not torch.equal(x1, x3)
+    in_order = list(_stream().batches(start=4, stop=7))
+    assert torch.equal(in_order[1][0], x1)
+    from_workers = list(_stream().batches(start=4, stop=7, workers=1))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(in_order, from_workers))
+
+
+def _model():
+    torch.manual_seed(0)
+    return ResNet1d(99, widths=(8, 16), blocks=(1, 1), pool_size=4)
+
+
+def test_resumed_training_gives_the_same_weights(tmp_path):
+    config = StreamConfig(steps=6, checkpoint_every=2, workers=0, progress=False, lr=1e-2)
+    whole = _model()
+    fit_stream(whole, _stream(), config)
+    resumed = _model()
+    fit_stream(resumed, _stream(), config, checkpoint=tmp_path / "ck.pt", stop_after=3)
+    partway = {k: v.clone() for k, v in resumed.state_dict().items()}
+    again = _model()  # a fresh process would build the model anew and read the checkpoint
+    state = fit_stream(again, _stream(), config, checkpoint=tmp_path / "ck.pt")
+    assert state["step"] == 6
+    assert any(not torch.equal(partway[k], v) for k, v in again.state_dict().items())
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_recalibrated_batchnorm_matches_the_batch_statistics():
+    model = _model()
+    x, _ = _stream().batch(0)
+    recalibrate_batchnorm(model, iter([(x, None)]), n_batches=1)
+    bn = model.stem[1]
+    with torch.no_grad():
+        h = model.stem[0](model.axis(x))
+    assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2)), atol=1e-5)
