@@ -41,13 +41,13 @@ LABELS = {"from_random": "held-out from_random", "fresh": "held-out fresh", "amc
 
 def provenance(argv) -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip()
     except OSError:
         commit = "unknown"
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(argv),
             "commit": commit, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "torch": torch.__version__, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+            "torch": str(torch.__version__), "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def build_model(args, kind: str):
@@ -55,11 +55,11 @@ def build_model(args, kind: str):
     from xtal_utils.symmetry import n_classes
 
     if args.model == "ResNet1d":
-        options = {"widths": tuple(args.widths), "blocks": tuple(args.blocks)}
+        options = {"widths": tuple(args.widths), "blocks": tuple(args.blocks), "intensity": args.intensity}
         if args.log_d:
             options["log_d"] = (args.two_theta_min, args.two_theta_max)
         return ResNet1d(n_classes(kind), **options)
-    return Transformer1d(n_classes(kind), d_model=args.d_model, depth=args.depth)
+    return Transformer1d(n_classes(kind), d_model=args.d_model, depth=args.depth, intensity=args.intensity)
 
 
 def run(args) -> dict:
@@ -78,10 +78,11 @@ def run(args) -> dict:
     tests = experiments.stream_test_sets(grid, amcsd=not args.no_amcsd, rruff=not args.no_rruff)
     print(", ".join(f"{name} {len(t.space_groups)}" for name, t in tests.items()), flush=True)
 
+    crystal_options = {"max_atoms": args.max_atoms, "min_distance": args.min_distance}
     stream = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed, batch_size=args.batch_size,
-                           augmentation=augmentation, crystal_options={"max_atoms": args.max_atoms})
+                           augmentation=augmentation, crystal_options=crystal_options)
     calibration = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed + 10**6, batch_size=args.batch_size,
-                                augmentation=augmentation, crystal_options={"max_atoms": args.max_atoms})
+                                augmentation=augmentation, crystal_options=crystal_options)
     model = build_model(args, kind)
     torch.manual_seed(args.seed)
     print(f"{args.model}: {n_parameters(model) / 1e6:.2f}M parameters; {args.steps} steps of "
@@ -116,13 +117,13 @@ def run(args) -> dict:
         final = recalibrate_batchnorm(model, calibration.batches(start=0, stop=32)).eval()
         # temperature from fresh validation crystals (another seed than every test set)
         val = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed + 2 * 10**6, batch_size=256,
-                            augmentation=augmentation)
+                            augmentation=augmentation, crystal_options=crystal_options)
         logits, labels = [], []
         with torch.no_grad():
             for x, y in val.batches(start=0, stop=8):
                 logits.append(final(x).float())
                 labels.append(y)
-        temperature = evaluate.fit_temperature(torch.cat(logits).numpy(), torch.cat(labels).numpy())
+        temperature = evaluate.fit_temperature(torch.cat(logits).numpy(), torch.cat(labels).numpy() + 1)
         last = state["curve"][-1]
         save_classifier(args.save_model, final, kind=kind, two_theta_range=(grid.two_theta_min, grid.two_theta_max),
                         n_points=grid.n_points, wavelength=grid.wavelength, radiation=grid.radiation,
@@ -132,15 +133,84 @@ def run(args) -> dict:
                             "augmentation": "realistic" if args.augment else "none",
                             "steps": args.steps, "batch_size": args.batch_size, "patterns_seen": args.steps * args.batch_size,
                             "training_minutes": state["seconds"] / 60, "lr": args.lr, "seed": args.seed,
-                            "log_d_axis": bool(args.log_d), "scores": {k: v for k, v in last.items()},
+                            "log_d_axis": bool(args.log_d), "intensity": args.intensity,
+                            "min_distance": args.min_distance, "scores": {k: v for k, v in last.items()},
                             **provenance(sys.argv)})
         result["temperature"] = temperature
         result["model"] = str(args.save_model)
         del labels_of
-        print(f"wrote {args.save_model} (temperature {temperature:.2f})")
+        result["saved_scores"] = score_saved(args.save_model, tests)
+        print(f"wrote {args.save_model} (temperature {temperature:.2f}); its own scores: " + ", ".join(
+            f"{name} {result['saved_scores'][f'{name}_eg_top1']:.1f}/{result['saved_scores'][f'{name}_eg_top5']:.1f}"
+            for name in tests))
+        write_card(result, args.save_model.with_suffix(".md"))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"learning_curve_{args.tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (RESULTS / f"learning_curve_{args.tag}.json").write_text(json.dumps(result, indent=1, default=lambda o: str(o) if isinstance(o, Path) else float(o)) + "\n")
     return result
+
+
+def score_saved(path: Path, tests: dict) -> dict:
+    """EG top-1 and top-5 (percent) of a saved classifier file on each test set, through the file's own
+    path (:func:`xtal_utils.classify.load_classifier`), temperature applied."""
+    from xtal_utils import evaluate
+    from xtal_utils.classify import load_classifier
+
+    classifier = load_classifier(path, device="cpu")
+    out = {}
+    for name, test in tests.items():
+        logits = classifier.logits(test.patterns) / classifier.temperature
+        s = evaluate.score(evaluate.softmax(logits), test.space_groups, classifier.kind)
+        out[f"{name}_eg_top1"] = 100 * s["extinction_group_top1"]
+        out[f"{name}_eg_top5"] = 100 * s["extinction_group_top5"]
+    return out
+
+
+def write_card(result: dict, path: Path) -> Path:
+    """The model card of a saved model, every number taken from its learning-curve result (the scores of
+    the saved file itself where they were measured, else the curve's last evaluation)."""
+    a, last = result["args"], result.get("saved_scores") or result["curve"][-1]
+    rows = "\n".join(f"| {LABELS[t]} | {last[f'{t}_eg_top1']:.1f}% | {last[f'{t}_eg_top5']:.1f}% |"
+                     for t in TESTS if f"{t}_eg_top1" in last)
+    p = result["provenance"]
+    text = f"""# balanced-reference: extinction group from a clean simulated X-ray pattern, learned from random crystals
+
+Written by `benchmarks/learning_curve.py` on {p['date']} ({p['machine']}, torch {p['torch']}, {p['device']},
+commit {p['commit']}):
+
+    {p['command']}
+
+- **What it is for:** the study's reference for learning from balanced random crystals (issue: fresh
+  random crystals for every batch). It is not the shipped classifier of `xtal-classify`: it never saw a
+  measured pattern, background or noise, and scores near chance on RRUFF (below).
+- **Model:** ResNet1d, {result['parameters']:,} parameters, {a['kind'].replace('_', ' ')} outputs (99), intensities
+  scaled `{a['intensity']}` inside the model{', resampled onto a ln d axis inside the model' if a['log_d'] else ''}. The file is in the
+  shipped-classifier format (`xtal_utils.classify.load_classifier`), so `Classifier.probabilities` takes a
+  plain 2-theta pattern: {a['n_points']} points from {a['two_theta_min']} to {a['two_theta_max']} degrees at 1.5406 Angstrom;
+  other wavelengths are converted through d.
+- **Training data:** a fresh batch of {a['batch_size']} random crystals at every step
+  (`xtal_utils.crystals.sample_crystals`: PyXtal's Wyckoff tables as arrays, uniform over the 99
+  extinction groups, AMCSD's element and size statistics{f", points redrawn where two atoms were closer than {a['min_distance']} Angstrom" if a.get('min_distance') else ", no distance check"}),
+  {a['steps'] * a['batch_size']:,} patterns in all, none seen twice.
+  Clean patterns: Gaussian peaks of FWHM {a['fwhm']} degrees (`metadata['fwhm']`){', with realism augmentations' if a['augment'] else ', no augmentation'}.
+- **Training:** {a['steps']:,} AdamW steps (peak learning rate {a['lr']}, linear warm-up, cosine decay, weight decay
+  {a['weight_decay']}), seed {a['seed']}, {result['seconds'] / 60:.1f} minutes on the 2 CPU cores at {result['patterns_per_second']:.0f} patterns/s
+  (waiting for data {100 * result['data_share']:.1f}% of the time). BatchNorm statistics re-estimated on 32 fresh batches at the end.
+- **Calibration:** temperature {result.get('temperature', float('nan')):.3f}, fitted on 2,048 fresh validation crystals (another seed).
+- **Scores below:** {'of this file, read back with `load_classifier`' if result.get('saved_scores') else "the run's last evaluation (BatchNorm re-estimated on 16 batches)"}.
+
+## Accuracy (extinction groups, clean patterns)
+
+| test set | top-1 | top-5 |
+|---|---|---|
+{rows}
+
+Chance is 1% (top-1) and 5% (top-5). The test sets: 1,980 held-out crystals of the same generator;
+990 PyXtal `from_random` crystals (10 per extinction group, a different generator, spglib-checked);
+the de-duplicated AMCSD test split (real mineral structures, simulated); the 454 measured RRUFF
+development patterns. The curve is in `benchmarks/results/learning_curve.png`.
+"""
+    path.write_text(text)
+    return path
 
 
 def plot(tags=None) -> Path:
@@ -163,10 +233,19 @@ def plot(tags=None) -> Path:
                 key = f"{test}_eg_top{k}"
                 if key in curve[0]:
                     axes[i, j].plot(patterns, [row[key] for row in curve], marker=".", label=run_["tag"])
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    ticks = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6]
+    label = FuncFormatter(lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k")
     for j, test in enumerate(TESTS):
         axes[0, j].set_title(LABELS[test], fontsize=8)
         axes[1, j].set_xlabel("patterns seen")
         axes[1, j].set_xscale("log")
+        for ax in axes[:, j]:
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(label)
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0, 0].set_ylabel("EG top-1 (%)")
     axes[1, 0].set_ylabel("EG top-5 (%)")
     axes[0, -1].legend(fontsize=6, loc="upper left")
@@ -196,8 +275,12 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--log-d", action="store_true", help="resample onto a ln d axis inside the model")
+    parser.add_argument("--intensity", default="linear", choices=["linear", "sqrt", "log"],
+                        help="how the model scales intensities first")
     parser.add_argument("--augment", action="store_true", help="realism augmentations (experiments.REALISTIC)")
     parser.add_argument("--max-atoms", type=int, default=48)
+    parser.add_argument("--min-distance", type=float, default=None,
+                        help="Angstrom: redraw training crystals with two atoms closer (sample_crystals)")
     parser.add_argument("--workers", type=int, default=1, help="background processes making batches")
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the training process")
     parser.add_argument("--seed", type=int, default=0)
@@ -207,9 +290,14 @@ def main() -> None:
     parser.add_argument("--save-model", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--plot", action="store_true", help="only draw the figure of the saved runs")
+    parser.add_argument("--card", type=Path, default=None,
+                        help="only write the model card of --tag's saved model to this path")
     args = parser.parse_args()
     if args.plot:
         print(plot())
+        return
+    if args.card:
+        print(write_card(json.loads((RESULTS / f"learning_curve_{args.tag}.json").read_text()), args.card))
         return
     run(args)
     plot()

@@ -128,3 +128,28 @@ def test_recalibrated_batchnorm_matches_the_batch_statistics():
     with torch.no_grad():
         h = model.stem[0](model.axis(x))
     assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2)), atol=1e-5)
+
+
+def test_log_d_axis_puts_a_peak_at_its_d_spacing():
+    from xtal_utils.models import LogDAxis
+
+    lo, hi, n = 10.0, 80.0, 2001
+    two_theta = np.linspace(lo, hi, n)
+    peak = 40.0
+    x = torch.as_tensor(np.exp(-0.5 * ((two_theta - peak) / 0.3) ** 2), dtype=torch.float32)[None, None]
+    y = LogDAxis((lo, hi))(x)[0, 0].numpy()
+    log_sin = np.linspace(np.log(np.sin(np.radians(lo / 2))), np.log(np.sin(np.radians(hi / 2))), n)
+    assert abs(log_sin[np.argmax(y)] - np.log(np.sin(np.radians(peak / 2)))) < 2 * (log_sin[1] - log_sin[0])
+    assert y.max() > 0.99
+
+
+def test_intensity_scales_keep_zero_and_one():
+    from xtal_utils.models import scale_intensity
+
+    x = torch.tensor([[[0.0, 1e-3, 0.25, 1.0]]])
+    assert torch.equal(scale_intensity(x, "linear"), x)
+    assert torch.allclose(scale_intensity(x, "sqrt"), torch.tensor([[[0.0, 1e-3**0.5, 0.5, 1.0]]]))
+    log = scale_intensity(x, "log")[0, 0]
+    assert log[0] == 0 and abs(log[-1] - 1) < 1e-3 and 0.05 < log[1] < 0.15 * 10
+    with pytest.raises(ValueError, match="intensity"):
+        ResNet1d(99, intensity="cube")

@@ -32,6 +32,7 @@ class ResNet1dConfig:
     dropout: float = 0.0
     log_d: tuple[float, float] | None = None  # (first, last) 2-theta of the input grid, degrees: resample the
     #                                          pattern onto a grid uniform in ln d first (see LogDAxis)
+    intensity: str = "linear"  # 'linear', 'sqrt' or 'log': how channel 0 is scaled first (see scale_intensity)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,26 @@ class Transformer1dConfig:
     dropout: float = 0.1
     patch_norm: bool = True  # LayerNorm on each patch embedding, so that sparse peaks are not drowned by the
     #                          unit-amplitude position encodings (without it the model stays at the prior)
+    intensity: str = "linear"  # 'linear', 'sqrt' or 'log': how channel 0 is scaled first (see scale_intensity)
+
+
+INTENSITY_SCALES = ("linear", "sqrt", "log")
+LOG_FLOOR = 1e-3  # 'log' maps [0, 1] onto [0, 1] by log10(x + floor), so peaks of 0.1 % still show
+
+
+def scale_intensity(x: torch.Tensor, scale: str) -> torch.Tensor:
+    """Channel 0 (intensity, maximum about 1) as is, square-rooted or logarithmic, so that the weak
+    reflections whose absence or presence decides the extinction group are not lost beside the strong."""
+    if scale == "linear":
+        return x
+    first = x[:, :1].clamp_min(0)
+    if scale == "sqrt":
+        first = first.sqrt()
+    elif scale == "log":
+        first = (torch.log10(first + LOG_FLOOR) - math.log10(LOG_FLOOR)) / -math.log10(LOG_FLOOR)
+    else:
+        raise ValueError(f"intensity must be one of {INTENSITY_SCALES}, got {scale!r}")
+    return torch.cat([first, x[:, 1:]], dim=1)
 
 
 class LogDAxis(nn.Module):
@@ -120,6 +141,8 @@ class ResNet1d(nn.Module):
         self.config = config = ResNet1dConfig(n_classes=n_classes, in_channels=in_channels, **kwargs)
         if len(config.widths) != len(config.blocks):
             raise ValueError("widths and blocks must have the same length")
+        if config.intensity not in INTENSITY_SCALES:
+            raise ValueError(f"intensity must be one of {INTENSITY_SCALES}, got {config.intensity!r}")
         width = config.widths[0]
         self.axis = LogDAxis(config.log_d) if config.log_d else nn.Identity()
         self.stem = nn.Sequential(
@@ -156,7 +179,7 @@ class ResNet1d(nn.Module):
                 nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(self.stem(self.axis(x)))
+        x = self.layers(self.stem(self.axis(scale_intensity(x, self.config.intensity))))
         x = torch.flatten(self.pool(x), 1)
         return self.fc(self.dropout(x))
 
@@ -197,6 +220,7 @@ class Transformer1d(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = scale_intensity(x, self.config.intensity)
         pad = (-x.shape[-1]) % self.config.patch_size
         if pad:
             x = nn.functional.pad(x, (0, pad))

@@ -49,7 +49,8 @@ MIN_SPECIES = 2  # one element alone is far more often more symmetric than its g
 VOLUME_PER_ATOM_SPREAD = 0.2  # sigma of the log-normal volume factor
 VOLUME_FACTOR = 1.4  # median factor on the summed atomic volumes: median 12.8 A^3 per atom, as AMCSD
 AXIS_RATIO = 2.5  # largest ratio of two cell lengths, drawn log-uniformly
-B_ISO = (0.3, 1.5)  # Angstrom^2, isotropic Debye-Waller B of each orbit, uniform
+B_ISO = np.round(np.arange(0.3, 1.51, 0.1), 1)  # Angstrom^2, isotropic Debye-Waller B of each orbit, one of
+#                                                  these: few (element, B) pairs, so the simulator's form-factor tables are reused
 BALANCES = ("extinction_group", "space_group")
 TABLES_VERSION = 1  # raise when the layout of the cached Wyckoff tables changes
 
@@ -216,20 +217,21 @@ def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_gr
     space_group = draw_space_groups(n, rng, balance=balance, space_groups=space_groups, weights=weights)
     orbits = _draw_orbits(space_group, rng, max_atoms=max_atoms, max_species=max_species, max_orbits=max_orbits)
     batch = _place_atoms(space_group, orbits, rng)
-    if min_distance:
+    if min_distance:  # redraw the points of the crystals still too close, testing only those
+        pending, sub, placed = np.arange(n), orbits, batch
         for _ in range(max_redraws):
-            close = np.flatnonzero(shortest_distances(batch) < min_distance)
+            close = np.flatnonzero(_orbit_shortest(placed, sub) < min_distance)
             if len(close) == 0:
                 break
-            keep = np.isin(orbits["crystal"], close)
-            redrawn = {k: v[keep] for k, v in orbits.items()}
-            remap = np.full(n, -1)
+            pending = pending[close]
+            keep = np.isin(sub["crystal"], close)
+            remap = np.full(len(placed), -1)
             remap[close] = np.arange(len(close))
-            redrawn["crystal"] = remap[redrawn["crystal"]]
-            redrawn["xyz"] = rng.random((keep.sum(), 3))
-            sub = _place_atoms(space_group[close], redrawn, rng, lattice=batch.lattice[close])
-            batch.frac_coords[close] = 0
-            batch.frac_coords[close, : sub.max_sites] = sub.frac_coords
+            sub = {k: v[keep] for k, v in sub.items()}
+            sub["crystal"] = remap[sub["crystal"]]
+            sub["xyz"] = rng.random((keep.sum(), 3))
+            placed = _place_atoms(space_group[pending], sub, rng, lattice=batch.lattice[pending])
+            batch.frac_coords[pending, : placed.max_sites] = placed.frac_coords
     return batch
 
 
@@ -280,7 +282,7 @@ def _draw_orbits(space_group: np.ndarray, rng: np.random.Generator, *, max_atoms
     slot = np.where(k < n_species[crystal], k,
                     np.floor(rng.random(len(k)) * n_species[crystal]).astype(np.int64))
     return {"crystal": crystal, "position": position, "z": elements[crystal, slot],
-            "b_iso": rng.uniform(*B_ISO, size=len(k)), "xyz": rng.random((len(k), 3))}
+            "b_iso": rng.choice(B_ISO, size=len(k)), "xyz": rng.random((len(k), 3))}
 
 
 def _place_atoms(space_group: np.ndarray, orbits: dict, rng: np.random.Generator, *,
@@ -369,17 +371,46 @@ def lattice_matrices(a, b, c, alpha, beta, gamma) -> np.ndarray:
     return out
 
 
-def shortest_distances(batch: StructureBatch) -> np.ndarray:
-    """(n,) the shortest distance between two atoms of each crystal (Angstrom; periodic images included)."""
-    n, m = len(batch), batch.max_sites
-    present = np.arange(m)[None, :] < batch.n_sites[:, None]
-    delta = batch.frac_coords[:, :, None, :] - batch.frac_coords[:, None, :, :]
-    delta -= np.round(delta)  # nearest image, exact enough in the cells of random_lattices
-    cart = np.einsum("nijk,nkl->nijl", delta, batch.lattice)
-    d = np.sqrt((cart**2).sum(-1))
-    d[~(present[:, :, None] & present[:, None, :])] = np.inf
-    d[:, np.arange(m), np.arange(m)] = np.inf
-    return d.reshape(n, -1).min(axis=1)
+def _orbit_shortest(batch: StructureBatch, orbits: dict) -> np.ndarray:
+    """(n,) shortest interatomic distance of each crystal, from each orbit's first atom to every atom:
+    by symmetry every pair has an image that starts at such an atom, so this is the whole minimum."""
+    mult = wyckoff_tables()["multiplicity"][orbits["position"]]
+    crystal = orbits["crystal"]
+    starts = np.cumsum(mult) - mult
+    first_site = starts - np.repeat(starts[np.r_[0, np.flatnonzero(np.diff(crystal)) + 1]],
+                                    np.diff(np.r_[np.flatnonzero(np.r_[1, np.diff(crystal)]), len(crystal)]))
+    m = batch.max_sites
+    delta = batch.frac_coords[crystal] - batch.frac_coords[crystal, first_site][:, None, :]  # (orbits, m, 3)
+    delta -= np.round(delta)
+    d = np.linalg.norm(np.einsum("omk,okl->oml", delta, batch.lattice[crystal]), axis=2)
+    d[np.arange(m)[None, :] >= batch.n_sites[crystal][:, None]] = np.inf
+    d[np.arange(len(crystal)), first_site] = np.inf
+    out = np.full(len(batch), np.inf)
+    np.minimum.at(out, crystal, d.min(axis=1))
+    return out
+
+
+def shortest_distances(batch: StructureBatch, chunk: int = 64) -> np.ndarray:
+    """(n,) the shortest distance between two atoms of each crystal (Angstrom), nearest images.
+
+    The nearest image is taken by rounding fractional differences, exact in cells whose angles are
+    near 90 degrees and an upper bound in skewed ones. Crystals are handled in chunks of similar size.
+    """
+    out = np.full(len(batch), np.inf)
+    order = np.argsort(batch.n_sites, kind="stable")
+    for start in range(0, len(batch), chunk):
+        rows = order[start: start + chunk]
+        m = int(batch.n_sites[rows].max(initial=1))
+        x = batch.frac_coords[rows, :m]
+        present = np.arange(m)[None, :] < batch.n_sites[rows, None]
+        delta = x[:, :, None, :] - x[:, None, :, :]
+        delta -= np.round(delta)
+        cart = np.einsum("nijk,nkl->nijl", delta, batch.lattice[rows])
+        d = np.sqrt((cart**2).sum(-1))
+        d[~(present[:, :, None] & present[:, None, :])] = np.inf
+        d[:, np.arange(m), np.arange(m)] = np.inf
+        out[rows] = d.reshape(len(rows), -1).min(axis=1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
