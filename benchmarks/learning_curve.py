@@ -112,7 +112,6 @@ def run(args) -> dict:
 
     if args.save_model:
         from xtal_utils.classify import save_classifier
-        from xtal_utils.symmetry import labels_of
 
         final = recalibrate_batchnorm(model, calibration.batches(start=0, stop=32)).eval()
         # temperature from fresh validation crystals (another seed than every test set)
@@ -138,7 +137,6 @@ def run(args) -> dict:
                             **provenance(sys.argv)})
         result["temperature"] = temperature
         result["model"] = str(args.save_model)
-        del labels_of
         result["saved_scores"] = score_saved(args.save_model, tests)
         print(f"wrote {args.save_model} (temperature {temperature:.2f}); its own scores: " + ", ".join(
             f"{name} {result['saved_scores'][f'{name}_eg_top1']:.1f}/{result['saved_scores'][f'{name}_eg_top5']:.1f}"

@@ -58,6 +58,20 @@ def _save_atomic(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def _resume(checkpoint: Path | None, device, spec: dict, model, optimizer, scheduler, state: dict) -> dict:
+    """Load model, optimiser and scheduler from ``checkpoint`` when it exists; return the saved values of
+    ``state``'s keys, or ``state`` unchanged when there is nothing to resume."""
+    if not (checkpoint and checkpoint.exists()):
+        return state
+    saved = load_checkpoint(checkpoint, device)
+    if saved["model_spec"] != spec:
+        raise ValueError(f"checkpoint {checkpoint} holds a different model: {saved['model_spec']}")
+    model.load_state_dict(saved["model_state"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    return {k: saved[k] for k in state}
+
+
 def load_checkpoint(path, device="cpu") -> dict:
     """Read a checkpoint safely (``weights_only=True``)."""
     return torch.load(path, map_location=device, weights_only=True)
@@ -134,14 +148,7 @@ def fit(model: nn.Module, train_source, val_source, config: TrainConfig = TrainC
 
     state = {"epoch": 0, "history": [], "best_top1": -1.0, "best_state": None, "bad_epochs": 0}
     checkpoint = Path(checkpoint) if checkpoint else None
-    if checkpoint and checkpoint.exists():
-        saved = load_checkpoint(checkpoint, device)
-        if saved["model_spec"] != spec:
-            raise ValueError(f"checkpoint {checkpoint} holds a different model: {saved['model_spec']}")
-        model.load_state_dict(saved["model_state"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = {k: saved[k] for k in state}
+    state = _resume(checkpoint, device, spec, model, optimizer, scheduler, state)
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     start_epoch, epochs_run = state["epoch"], 0
@@ -355,14 +362,7 @@ def fit_stream(model: nn.Module, stream, config: StreamConfig = StreamConfig(), 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _stream_lr(config))
     state = {"step": 0, "history": [], "curve": [], "seconds": 0.0, "data_seconds": 0.0}
     checkpoint = Path(checkpoint) if checkpoint else None
-    if checkpoint and checkpoint.exists():
-        saved = load_checkpoint(checkpoint, device)
-        if saved["model_spec"] != spec:
-            raise ValueError(f"checkpoint {checkpoint} holds a different model: {saved['model_spec']}")
-        model.load_state_dict(saved["model_state"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = {k: saved[k] for k in state}
+    state = _resume(checkpoint, device, spec, model, optimizer, scheduler, state)
     use_amp = torch.device(device).type == "cuda"
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 

@@ -377,8 +377,7 @@ def _orbit_shortest(batch: StructureBatch, orbits: dict) -> np.ndarray:
     mult = wyckoff_tables()["multiplicity"][orbits["position"]]
     crystal = orbits["crystal"]
     starts = np.cumsum(mult) - mult
-    first_site = starts - np.repeat(starts[np.r_[0, np.flatnonzero(np.diff(crystal)) + 1]],
-                                    np.diff(np.r_[np.flatnonzero(np.r_[1, np.diff(crystal)]), len(crystal)]))
+    first_site = starts - starts[np.searchsorted(crystal, crystal)]  # orbits come crystal by crystal
     m = batch.max_sites
     delta = batch.frac_coords[crystal] - batch.frac_coords[crystal, first_site][:, None, :]  # (orbits, m, 3)
     delta -= np.round(delta)
