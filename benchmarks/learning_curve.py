@@ -98,6 +98,7 @@ def run(args) -> dict:
         return row
 
     config = StreamConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
+                          label_smoothing=args.label_smoothing,
                           eval_every=args.eval_every, workers=args.workers, seed=args.seed,
                           checkpoint_every=args.eval_every or 1000, progress=not args.quiet)
     checkpoint = RESULTS / f".learning_curve_{args.tag}.pt" if args.resumable else None
@@ -191,7 +192,7 @@ commit {p['commit']}):
   {a['steps'] * a['batch_size']:,} patterns in all, none seen twice.
   Clean patterns: Gaussian peaks of FWHM {a['fwhm']} degrees (`metadata['fwhm']`){', with realism augmentations' if a['augment'] else ', no augmentation'}.
 - **Training:** {a['steps']:,} AdamW steps (peak learning rate {a['lr']}, linear warm-up, cosine decay, weight decay
-  {a['weight_decay']}), seed {a['seed']}, {result['seconds'] / 60:.1f} minutes on the 2 CPU cores at {result['patterns_per_second']:.0f} patterns/s
+  {a['weight_decay']}{f", label smoothing {a['label_smoothing']}" if a.get('label_smoothing') else ''}), seed {a['seed']}, {result['seconds'] / 60:.1f} minutes on the 2 CPU cores at {result['patterns_per_second']:.0f} patterns/s
   (waiting for data {100 * result['data_share']:.1f}% of the time). BatchNorm statistics re-estimated on 32 fresh batches at the end.
 - **Calibration:** temperature {result.get('temperature', float('nan')):.3f}, fitted on 2,048 fresh validation crystals (another seed).
 - **Scores below:** {'of this file, read back with `load_classifier`' if result.get('saved_scores') else "the run's last evaluation (BatchNorm re-estimated on 16 batches)"}.
@@ -222,15 +223,19 @@ def plot(tags=None) -> Path:
     apply_style()
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("learning_curve_*.json"))]
     runs = [r for r in runs if tags is None or r["tag"] in tags]
-    fig, axes = plt.subplots(2, len(TESTS), figsize=(7.0, 3.6), sharex=True, sharey="row")
-    for run_ in runs:
+    fig, axes = plt.subplots(2, len(TESTS), figsize=(7.0, 4.2), sharex=True, sharey="row")
+    colours = plt.get_cmap("tab10").colors
+    for n, run_ in enumerate(runs):
         curve = run_["curve"]
         patterns = np.array([row["patterns"] for row in curve])
+        lever = run_["tag"].startswith("lever")  # short runs dashed, long ones solid
+        style = dict(marker=".", markersize=3, linewidth=0.8 if lever else 1.4, linestyle="--" if lever else "-",
+                     color=colours[n % len(colours)])
         for j, test in enumerate(TESTS):
             for i, k in enumerate((1, 5)):
                 key = f"{test}_eg_top{k}"
                 if key in curve[0]:
-                    axes[i, j].plot(patterns, [row[key] for row in curve], marker=".", label=run_["tag"])
+                    axes[i, j].plot(patterns, [row[key] for row in curve], label=run_["tag"], **style)
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
     ticks = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6]
@@ -246,8 +251,9 @@ def plot(tags=None) -> Path:
             ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0, 0].set_ylabel("EG top-1 (%)")
     axes[1, 0].set_ylabel("EG top-5 (%)")
-    axes[0, -1].legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=6, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     out = RESULTS / "learning_curve.png"
     fig.savefig(out, dpi=200)
     fig.savefig(out.with_suffix(".pdf"))
@@ -263,6 +269,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--n-points", type=int, default=2048)
     parser.add_argument("--fwhm", type=float, default=0.1, help="Gaussian peak width, degrees")

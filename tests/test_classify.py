@@ -5,7 +5,10 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -251,28 +254,36 @@ def test_radiation_mismatch(sg_model):
 
 # The command.
 
+def _lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def test_command_table_and_json(tmp_path, sg_path, capsys):
     path = _write_xy(tmp_path / "good.xy", *_pattern())
-    main([str(path), "--model", str(sg_path), "--top", "3"])
+    main([str(path), "--model", str(sg_path), "--top", "3", "--no-match"])
     out = capsys.readouterr().out
-    assert "good.xy" in out and "extinction_group" in out and "space_group" in out
+    assert "good.xy" in out and "model (extinction groups)" in out and "model (space groups)" in out
     expected = classify(*_pattern(), model=sg_path, top=3)
     for label, probability in zip(expected["label"], expected["probability"]):
         assert f"{probability:.3f}" in out and str(label) in out
-    main([str(path), "--model", str(sg_path), "--top", "3", "--json"])
-    report = json.loads(capsys.readouterr().out)
-    assert report["file"] == str(path) and report["model"] == str(sg_path)
-    assert len(report["rows"]) == 6
-    np.testing.assert_allclose([r["probability"] for r in report["rows"]], expected["probability"])
-    assert report["rows"][0]["members"] == list(symmetry.space_groups_in(report["rows"][0]["label"]))
+    main([str(path), "--model", str(sg_path), "--top", "3", "--json", "--no-match"])
+    (report,) = _lines(capsys.readouterr().out)
+    assert report["file"] == str(path) and report["error"] is None and report["matches"] == []
+    assert report["trust"] == "model" and report["final"] == report["model"]
+    eg = expected[expected["kind"] == "extinction_group"]
+    sg = expected[expected["kind"] == "space_group"]
+    np.testing.assert_allclose([r["probability"] for r in report["model"]], eg["probability"])
+    np.testing.assert_allclose([r["probability"] for r in report["model_space_groups"]], sg["probability"])
+    assert report["model"][0]["members"] == list(symmetry.space_groups_in(report["model"][0]["label"]))
+    assert set(report["final"][0]) >= {"label", "symbol", "probability"}
 
 
 def test_command_wavelength(tmp_path, sg_path, capsys):
     path = _write_xy(tmp_path / "mo.xy", *_pattern(MO, start=1.9, stop=42.0, step=0.01))
-    main([str(path), "--model", str(sg_path), "--wavelength", str(MO), "--json"])
-    rows = json.loads(capsys.readouterr().out)["rows"]
+    main([str(path), "--model", str(sg_path), "--wavelength", str(MO), "--json", "--no-match"])
+    (report,) = _lines(capsys.readouterr().out)
     expected = classify(*_pattern(), model=sg_path)
-    assert [r["label"] for r in rows][:5] == list(expected["label"])[:5]
+    assert [r["label"] for r in report["model_space_groups"]] == list(expected["label"][expected["kind"] == "space_group"])
 
 
 _BAD = {
@@ -294,7 +305,7 @@ def test_command_bad_file_one_line_exit_2(tmp_path, sg_path, capsys, name, probl
     if name in _BAD:
         path.write_text(_BAD[name])
     with pytest.raises(SystemExit) as exit_:
-        main([str(path), "--model", str(sg_path)])
+        main([str(path), "--model", str(sg_path), "--no-match"])
     assert exit_.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -305,11 +316,11 @@ def test_command_bad_file_one_line_exit_2(tmp_path, sg_path, capsys, name, probl
 def test_command_missing_model_and_radiation(tmp_path, capsys):
     path = _write_xy(tmp_path / "good.xy", *_pattern())
     with pytest.raises(SystemExit) as exit_:
-        main([str(path), "--model", str(tmp_path / "none.pt")])
+        main([str(path), "--model", str(tmp_path / "none.pt"), "--no-match"])
     assert exit_.value.code == 2 and "none.pt: no such classifier file" in capsys.readouterr().err
     sg = _save(tmp_path / "sg.pt")
     with pytest.raises(SystemExit) as exit_:
-        main([str(path), "--model", str(sg), "--radiation", "neutron"])
+        main([str(path), "--model", str(sg), "--radiation", "neutron", "--no-match"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "neutron" in err
 
@@ -318,14 +329,102 @@ def test_command_as_a_module(tmp_path, sg_path):
     good = _write_xy(tmp_path / "good.xy", *_pattern())
     bad = tmp_path / "bad.xy"
     bad.write_text(_BAD["nan.xy"])
-    command = [sys.executable, "-m", "xtal_utils.classify", "--model", str(sg_path)]
+    command = [sys.executable, "-m", "xtal_utils.classify", "--model", str(sg_path), "--no-match"]
     run = subprocess.run(command + [str(good), "--json"], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["rows"][0]["rank"] == 1
+    assert json.loads(run.stdout)["model"][0]["probability"] > 0
     run = subprocess.run(command + [str(bad)], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.startswith(f"xtal-classify: error: {bad}: ") and run.stderr.count("\n") == 1
     assert "Traceback" not in run.stderr
+
+
+# Search-match and batch mode, on a library of three synthetic entries.
+
+def _library(tmp_path):
+    from xtal_utils.search_match import Library, SearchSettings, prepare, save_library
+
+    settings = SearchSettings(n_points=256, wavelength=CU, fwhm=0.25, background_window=21)
+    rows = []
+    for peaks in (PEAK_D, (4.5, 3.3, 2.2, 1.8), (5.2, 2.9, 2.6, 1.5, 1.3)):
+        two_theta, intensity = _pattern(peaks=peaks)
+        rows.append(np.interp(settings.two_theta, two_theta, intensity))
+    table = pd.DataFrame({"entry_id": ["1", "2", "3"], "mineral": ["Testite", "", "Otherite"],
+                          "formula": ["A B", "C", "D2 E"], "space_group": [225, 14, 62]})
+    table["extinction_group"] = symmetry.extinction_groups(table["space_group"])
+    return save_library(Library(prepare(np.stack(rows), settings), table, settings), tmp_path / "library.npz")
+
+
+def test_search_match_finds_the_entry_and_tolerates_a_zero_shift(tmp_path):
+    import dataclasses
+
+    from xtal_utils.search_match import load_library
+
+    library = load_library(_library(tmp_path))
+    assert len(library) == 3 and library.table["mineral"].tolist() == ["Testite", "", "Otherite"]
+    two_theta, intensity = _pattern(peaks=(4.5, 3.3, 2.2, 1.8))
+    matches = library.search(two_theta, intensity, wavelength=CU, top=3)
+    assert matches["entry_id"].tolist()[0] == "2" and matches["similarity"].iloc[0] > 0.99
+    assert list(matches.columns) == ["rank", "entry_id", "mineral", "formula", "space_group", "extinction_group",
+                                     "similarity"]
+    shifted = library.search(two_theta + 0.3, intensity, wavelength=CU, top=1)["similarity"].iloc[0]
+    tolerant = dataclasses.replace(library, settings=dataclasses.replace(library.settings, zero_shifts=(-0.3, 0.0, 0.3)))
+    assert tolerant.search(two_theta + 0.3, intensity, wavelength=CU, top=1)["similarity"].iloc[0] > max(shifted, 0.99)
+    with pytest.raises(ValueError, match="not a search-match library"):
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, x=np.zeros(3))
+        load_library(bad)
+
+
+def test_a_partly_covered_pattern_is_compared_over_its_window(tmp_path):
+    from xtal_utils.search_match import load_library
+
+    library = load_library(_library(tmp_path))
+    two_theta, intensity = _pattern(peaks=(4.5, 3.3, 2.2, 1.8))
+    part = (two_theta > 30) & (two_theta < 75)  # about half of the 5-90 degree grid, two of its peaks
+    query = np.interp(library.settings.two_theta, two_theta[part], intensity[part], left=0, right=0)
+    similarity = library.similarities(query[None])[0]
+    assert similarity.argmax() == 1 and similarity[1] > 0.98  # over the full grid the cosine would be far lower
+    full = library.similarities(np.interp(library.settings.two_theta, two_theta, intensity)[None])[0]
+    assert similarity[1] == pytest.approx(full[1], abs=0.02)
+
+
+def test_combine_trusts_a_close_match_only():
+    from xtal_utils.identify import combine
+
+    model, match = np.full(99, 1 / 99), np.eye(99)[13]
+    final, trust = combine(model, match, 0.95, threshold=0.7, weight=0.9)
+    assert trust == "match" and final.argmax() == 13 and final.sum() == pytest.approx(1.0)
+    assert combine(model, match, 0.5, threshold=0.7)[1] == "model"
+    np.testing.assert_array_equal(combine(model, match, 0.5, threshold=0.7)[0], model)
+    assert combine(model, None, None)[1] == "model"
+
+
+def test_batch_folder_json_csv_and_a_bad_file(tmp_path, sg_path, capsys):
+    library = _library(tmp_path)
+    folder = tmp_path / "patterns"
+    folder.mkdir()
+    _write_xy(folder / "a_known.xy", *_pattern(peaks=(4.5, 3.3, 2.2, 1.8)))
+    _write_xy(folder / "b_new.xy", *_pattern(peaks=(6.1, 3.7, 2.05)))
+    (folder / "c_bad.xy").write_text(_BAD["nan.xy"])
+    (folder / "notes.md").write_text("not a pattern")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(folder), "--model", str(sg_path), "--library", str(library), "--json"])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    known, new, bad = _lines(captured.out)
+    assert [Path(r["file"]).name for r in (known, new, bad)] == ["a_known.xy", "b_new.xy", "c_bad.xy"]
+    assert known["trust"] == "match" and known["matches"][0]["entry_id"] == "2"
+    assert known["final"][0]["label"] == symmetry.extinction_group(14)  # the match's group leads
+    assert new["trust"] == "model" and new["final"] == new["model"] and new["error"] is None
+    assert bad["error"].startswith(str(folder / "c_bad.xy")) and "NaN" in bad["error"] and bad["final"] == []
+    assert "1 of 3 files failed" in captured.err
+    table = tmp_path / "table.csv"
+    with pytest.raises(SystemExit):
+        main([str(folder), "--model", str(sg_path), "--library", str(library), "--csv", str(table)])
+    rows = pd.read_csv(table, keep_default_na=False)
+    assert rows["trust"].tolist() == ["match", "model", ""] and rows["error"].astype(bool).tolist() == [False, False, True]
+    assert rows["match_mineral"].tolist()[0] == ""  # entry 2 has no mineral name
 
 
 def test_classifier_is_a_plain_object(sg_model):

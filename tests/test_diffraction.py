@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -201,6 +202,27 @@ def test_augmentations_are_seeded_and_off_by_default():
         changed = sim.simulate(structures, one, seed=0)
         assert changed.shape == clean.shape and np.isfinite(changed).all()
         assert np.abs(changed - clean).max() > 1e-3, one
+
+
+def test_coverage_keeps_one_window_of_the_grid():
+    """coverage cuts each pattern to a window of the drawn share of the grid, scaled to a maximum of 1;
+    it is drawn after every other effect, so the other draws do not change when it is switched on."""
+    sim = PowderSimulator(device="cpu")
+    structures = list(STRUCTURES.values()) * 4
+    plain = Augmentation(fwhm_scale=(0.8, 1.5), zero_shift=0.05)
+    cut = dataclasses.replace(plain, coverage=(0.3, 0.6))
+    draws = cut.draw(len(structures), torch.Generator().manual_seed(4), "cpu")
+    before = plain.draw(len(structures), torch.Generator().manual_seed(4), "cpu")
+    for key, value in before.items():
+        torch.testing.assert_close(draws[key], value)
+    full, windowed = sim.simulate(structures, plain, seed=4), sim.simulate(structures, cut, seed=4)
+    for row, whole, start, width in zip(windowed, full, draws["coverage_start"], draws["coverage_width"]):
+        position = np.linspace(0, 1, sim.n_points)
+        inside = (position >= float(start)) & (position <= float(start + width))
+        assert 0.3 <= inside.mean() <= 0.6 + 1e-3 and (row[~inside] == 0).all()
+        assert row.max() == pytest.approx(1.0)
+        kept = whole[inside] - whole[inside].min()
+        np.testing.assert_allclose(row[inside], kept / kept.max(), atol=1e-5)  # the same pattern, cut
 
 
 def test_zero_shift_and_strain_move_peaks():

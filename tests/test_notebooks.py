@@ -157,6 +157,22 @@ def test_08_measured():
     assert classifier.kind == "space_group" and classifier.temperature == pytest.approx(m["temperature"])
     assert classifier.metadata["rruff_dev_eg_top5"] == pytest.approx(m["shipped_eg_top5"])
     assert (resolve(smoke["model_dir"]) / "MODEL_CARD.md").exists()
+    # search-match, the split by close twin, the final answer
+    assert m["n_close_twin"] + m["n_novel"] == m["n_measured"]
+    for key in ("search_eg", "final_eg"):
+        assert 0.0 <= m[f"{key}_top1"] <= m[f"{key}_top5"] <= 1.0
+    if m["n_novel"]:
+        assert m["novel_margin_eg_top1"] == pytest.approx(m["shipped_novel_eg_top1"] - m["search_novel_eg_top1"])
+    # the neutron classifier and the eight measured neutron patterns
+    neutron = load_classifier(resolve(smoke["model_dir"]) / "xtal-classify-neutron.pt")
+    assert neutron.radiation == "neutron" and neutron.n_points == smoke["neutron_n_points"]
+    assert neutron.min_coverage < 0.5 and (resolve(smoke["model_dir"]) / "xtal-classify-neutron.md").exists()
+    assert m["n_neutron"] == 8 == len(m["neutron_table"])
+    assert {row["file"] for row in m["neutron_table"]} == {p.name for p in (resolve("data/neutron_measured")).glob("*.xye")}
+    for who in ("model", "final"):
+        assert 0.0 <= m[f"neutron_{who}_eg_top1"] <= m[f"neutron_{who}_eg_top5"] <= 1.0
+        hits = sum(row[f"rank of truth ({who})"] == 1 for row in m["neutron_table"])
+        assert m[f"neutron_{who}_eg_top1"] == pytest.approx(hits / 8)
 
 
 @pytest.mark.notebook

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from xtal_utils.patterns import PatternFileError, read_pattern, resample, to_d_spacing, to_two_theta
+from xtal_utils.paths import DATA
+from xtal_utils.patterns import PatternFileError, read_pattern, resample, sniff_format, to_d_spacing, to_two_theta
 
 
 def _write(tmp_path, name, text):
@@ -82,3 +83,67 @@ def test_signal_only_outside_the_grid(tmp_path):
     y = np.exp(-0.5 * ((tt - 95) / 0.2) ** 2)
     with pytest.raises(PatternFileError, match="no signal"):
         resample(tt, y, grid, wavelength=1.5406, grid_wavelength=1.5406, source="outside.xy")
+
+
+# Instrument formats: FullProf's D1A/D2B and free formats and GSAS STD through CrysFML, GSAS FXYE here.
+
+NEUTRON = DATA / "neutron_measured"
+
+
+def test_fullprof_d1a_file_through_crysfml_equals_the_converted_xye():
+    two_theta, intensity = read_pattern(NEUTRON / "instrument_files" / "pbso4.dat")
+    xye = np.loadtxt(NEUTRON / "pbso4_d1a_ill.xye")  # the same counts, cut to 10-154 degrees
+    assert sniff_format((NEUTRON / "instrument_files" / "pbso4.dat").read_text().splitlines()) == "d1a"
+    assert two_theta[0] == pytest.approx(10.0) and two_theta[1] - two_theta[0] == pytest.approx(0.05, abs=1e-5)
+    index = np.searchsorted(two_theta, xye[:, 0] - 1e-4)
+    np.testing.assert_allclose(two_theta[index], xye[:, 0], atol=1e-3)
+    np.testing.assert_allclose(intensity[index], xye[:, 1], rtol=1e-6, atol=1e-3)
+    _, _, stated = read_pattern(NEUTRON / "instrument_files" / "lamn_3t2.dat", with_wavelength=True)
+    assert stated == pytest.approx(1.2272)  # "LaMnO3 (RT-3T2, Lambda: 1.2272 angstroms)" in the title
+    _, _, stated = read_pattern(NEUTRON / "pbso4_d1a_ill.xye", with_wavelength=True)
+    assert stated == pytest.approx(1.912)
+
+
+def _gsas_std(path, tt, y):
+    with open(path, "w") as f:
+        f.write("synthetic GSAS STD pattern".ljust(80) + "\n")
+        f.write(f"BANK 1 {len(tt)} {len(tt) // 10} CONST {tt[0] * 100:.2f} {(tt[1] - tt[0]) * 100:.2f} 0 0 STD".ljust(80) + "\n")
+        for i in range(0, len(tt), 10):
+            f.write("".join(f"{v:8.0f}" for v in y[i:i + 10]).ljust(80) + "\n")
+    return path
+
+
+def test_gsas_std_fxye_and_fullprof_free_format(tmp_path):
+    tt = 10 + 0.05 * np.arange(400)
+    y = np.round(100 + 1000 * np.exp(-0.5 * ((tt - 20) / 0.1) ** 2))
+    two_theta, intensity = read_pattern(_gsas_std(tmp_path / "a.gsa", tt, y))
+    np.testing.assert_allclose(two_theta, tt, atol=1e-4)
+    np.testing.assert_allclose(intensity, y)
+    fxye = tmp_path / "a.fxye"
+    fxye.write_text("synthetic FXYE\n" + f"BANK 1 {len(tt)} {len(tt)} CONST {tt[0] * 100} 5.0 0 0 FXYE\n"
+                    + "".join(f"{a * 100:.3f} {b:.3f} {np.sqrt(b):.3f}\n" for a, b in zip(tt, y)))
+    two_theta, intensity = read_pattern(fxye)
+    np.testing.assert_allclose(two_theta, tt, atol=1e-4)
+    np.testing.assert_allclose(intensity, y)
+    free = tmp_path / "free.dat"
+    free.write_text(f"! free format\n {tt[0]:.3f} 0.050 {tt[-1]:.3f}\n"
+                    + "".join("".join(f"{v:8.0f}" for v in y[i:i + 10]) + "\n" for i in range(0, len(y), 10)))
+    two_theta, intensity = read_pattern(free)
+    np.testing.assert_allclose(two_theta, tt, atol=1e-4)
+    np.testing.assert_allclose(intensity, y)
+
+
+def test_a_malformed_instrument_file_is_an_error_not_a_crash(tmp_path):
+    """CrysFML's Fortran reader ends its process on some bad files; here that is one clear error, and the
+    next file reads normally."""
+    good = DATA / "neutron_measured" / "instrument_files" / "ybacud1a.dat"
+    text = good.read_text().splitlines()
+    broken = tmp_path / "broken.dat"
+    broken.write_text("\n".join(text[:6] + ["  1  2x 1   abc 1  ??"] + text[7:20]) + "\n")
+    bank = tmp_path / "broken.gsa"
+    bank.write_text("title\nBANK 1 100 10 CONST 1000 5 0 0 STD\n  12  ab  cd\n")
+    for path in (broken, bank):
+        with pytest.raises(PatternFileError, match=str(path)):
+            read_pattern(path)
+    two_theta, _ = read_pattern(good)
+    assert len(two_theta) > 3000

@@ -20,7 +20,7 @@ RRUFF = DATA / "rruff_dev" / "rruff_dev.npz"
 
 
 def _classify(path, *args):
-    done = subprocess.run([sys.executable, "-m", "xtal_utils.classify", str(path), "--json", *args],
+    done = subprocess.run([sys.executable, "-m", "xtal_utils.classify", str(path), "--json", "--no-match", *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -43,9 +43,8 @@ def test_a_measured_rruff_pattern_file(tmp_path):
     np.savetxt(path, np.column_stack([data["two_theta"], data["intensity"][0]]),
                header="2theta intensity (RRUFF development pattern 0, Cu K-alpha 1.5418 A)")
     out = _classify(path, "--wavelength", "1.5418", "--top", "5")
-    eg_rows = [r for r in out["rows"] if r["kind"] == "extinction_group"]
-    sg_rows = [r for r in out["rows"] if r["kind"] == "space_group"]
-    assert [r["rank"] for r in eg_rows] == [1, 2, 3, 4, 5] and len(sg_rows) == 5
+    eg_rows, sg_rows = out["model"], out["model_space_groups"]
+    assert len(eg_rows) == 5 and len(sg_rows) == 5 and out["error"] is None and out["trust"] == "model"
     probabilities = [r["probability"] for r in eg_rows]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-9
 
@@ -65,5 +64,5 @@ def test_a_simulated_pattern_of_a_known_structure(tmp_path, name, structure):
     path = tmp_path / f"{name}.xy"
     np.savetxt(path, np.column_stack([two_theta, 1000 * simulator.simulate([structure])[0] + 20]))
     out = _classify(path)
-    top5 = [r["label"] for r in out["rows"] if r["kind"] == "extinction_group"]
+    top5 = [r["label"] for r in out["model"]]
     assert true_eg in top5, f"{name}: true extinction group {true_eg} not in the top 5 {top5}"

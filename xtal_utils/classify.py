@@ -14,16 +14,14 @@ the model's grid through the d-spacing when its wavelength differs
 multiplied by the prior and renormalised. A space-group model also gives extinction-group
 probabilities, by summing over each group's members.
 
-From the shell::
+From the shell (the command, with search-match and batch mode, is :func:`xtal_utils.identify.main`)::
 
     xtal-classify pattern.xy --wavelength 0.7107 --top 5
-    python -m xtal_utils.classify pattern.xy --json
+    python -m xtal_utils.classify folder/ --json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import types
 from dataclasses import dataclass, field
@@ -38,11 +36,12 @@ from xtal_utils import symmetry
 from xtal_utils.config import atomic_path, default_device, to_jsonable
 from xtal_utils.diffraction import CU_KALPHA1
 from xtal_utils.models import add_sin2theta_channel, build_model, model_spec
-from xtal_utils.patterns import PatternFileError, check_pattern, read_pattern, resample
-from xtal_utils.paths import MODELS, ROOT
+from xtal_utils.patterns import MIN_COVERAGE, PatternFileError, check_pattern, resample
+from xtal_utils.paths import MODELS
 
 FORMAT = "xtal-classifier/1"  # written into every file; a reader refuses other formats
 DEFAULT_MODEL = MODELS / "xtal-classify-xray.pt"
+DEFAULT_MODELS = {"xray": DEFAULT_MODEL, "neutron": MODELS / "xtal-classify-neutron.pt"}
 BATCH_SIZE = 256  # patterns per forward pass; bounds memory for long batches
 RADIATIONS = ("xray", "neutron")
 _KEYS = ("format", "model_spec", "state_dict", "kind", "two_theta_min", "two_theta_max", "n_points",
@@ -79,6 +78,12 @@ class Classifier:
     sin2theta_channel: bool = False
     metadata: dict = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def min_coverage(self) -> float:
+        """Share of the grid a pattern must cover: ``metadata['min_coverage']`` (a model trained on
+        partly covered patterns, such as the neutron one), else :data:`xtal_utils.patterns.MIN_COVERAGE`."""
+        return float(self.metadata.get("min_coverage", MIN_COVERAGE))
 
     @property
     def device(self) -> torch.device:
@@ -123,7 +128,7 @@ class Classifier:
         for i, (row, name) in enumerate(zip(rows, names)):
             check_pattern(two_theta, row, source=name)
             out[i] = resample(two_theta, np.clip(row, 0.0, None), self.two_theta, wavelength=wavelength,
-                              grid_wavelength=self.wavelength, source=name)
+                              grid_wavelength=self.wavelength, source=name, min_coverage=self.min_coverage)
         return out
 
     @torch.no_grad()
@@ -156,15 +161,20 @@ class Classifier:
         Returns:
             (n_classes,) for one pattern or (batch, n_classes); column j is label j + 1. float64.
         """
+        patterns = self.prepare(two_theta, intensity, wavelength=wavelength, source=source)
+        probabilities = self.probabilities_of(patterns, use_prior=use_prior)
+        return probabilities[0] if np.ndim(intensity) == 1 else probabilities
+
+    def probabilities_of(self, patterns: np.ndarray, *, use_prior: bool = False) -> np.ndarray:
+        """Class probabilities (batch, n_classes) of patterns already on the grid (:meth:`prepare`)."""
         if use_prior and self.prior is None:
             raise ValueError(f"{self.path or 'this classifier'}: has no prior; leave use_prior off")
-        patterns = self.prepare(two_theta, intensity, wavelength=wavelength, source=source)
         logits = torch.as_tensor(self.logits(patterns), dtype=torch.float64)
         probabilities = torch.softmax(logits / self.temperature, dim=1).numpy()
         if use_prior:
             probabilities = probabilities * self.prior
             probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return probabilities[0] if np.ndim(intensity) == 1 else probabilities
+        return probabilities
 
 
 def _check_plain(value, where: str) -> None:
@@ -362,66 +372,11 @@ def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation:
                                        "crystal_family"])
 
 
-def format_table(table: pd.DataFrame) -> str:
-    """The rows of :func:`classify` as aligned text, one block per kind, members comma-separated."""
-    blocks = []
-    for kind, rows in table.groupby("kind", sort=False):
-        shown = pd.DataFrame({
-            "rank": rows["rank"],
-            kind: rows["label"],
-            "symbol": rows["symbol"],
-            "family": rows["crystal_family"],
-            "probability": [f"{p:.3f}" for p in rows["probability"]],
-        })
-        lines = shown.to_string(index=False).splitlines()
-        if kind == "extinction_group":  # members last and left-aligned: the lists differ in length
-            members = [", ".join(map(str, m)) for m in rows["members"]]
-            lines = [f"{line}  {extra}" for line, extra in zip(lines, ["space groups", *members])]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """``xtal-classify FILE``: print the most probable groups of a measured pattern file.
+    """``xtal-classify``: see :func:`xtal_utils.identify.main` (the command lives there)."""
+    from xtal_utils.identify import main as command
 
-    Exits with status 2 and one line on stderr for a file that cannot be read or used.
-    """
-    parser = argparse.ArgumentParser(
-        prog="xtal-classify", description="Extinction group and space group of a powder pattern file "
-        "(2-theta in degrees, intensity[, sigma]; .xy, .xye, .csv, .dat).")
-    parser.add_argument("file", type=Path, help="the pattern file")
-    parser.add_argument("--wavelength", type=float, default=CU_KALPHA1,
-                        help=f"of the measurement, Angstrom (default: {CU_KALPHA1}, Cu K-alpha 1)")
-    parser.add_argument("--radiation", choices=RADIATIONS, default="xray", help="(default: xray)")
-    parser.add_argument("--top", type=int, default=5, help="rows per kind (default: 5)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--model", type=Path,
-                        help=f"classifier file (default: {DEFAULT_MODEL.relative_to(ROOT)})")
-    parser.add_argument("--prior", action="store_true", help="weight by the classifier's prior")
-    args = parser.parse_args(argv)
-    if args.top < 1:
-        parser.error(f"--top must be at least 1, got {args.top}")
-    if not args.wavelength > 0:
-        parser.error(f"--wavelength must be positive (Angstrom), got {args.wavelength}")
-    try:
-        two_theta, intensity = read_pattern(args.file)
-        classifier = load_classifier(args.model)
-        table = classify(two_theta, intensity, wavelength=args.wavelength, radiation=args.radiation,
-                         top=args.top, model=classifier, use_prior=args.prior, source=args.file)
-    except (PatternFileError, FileNotFoundError, ValueError) as error:
-        parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
-    model_name = str(classifier.path)
-    if args.json:
-        print(json.dumps({"file": str(args.file), "model": model_name, "wavelength": args.wavelength,
-                          "radiation": args.radiation, "prior": args.prior,
-                          "rows": to_jsonable(table.to_dict(orient="records"))}, indent=2))
-        return
-    print(f"file:  {args.file}  ({args.wavelength:g} A, {args.radiation})")
-    print(f"model: {model_name}  ({classifier.kind}, {classifier.two_theta_range[0]:g}-"
-          f"{classifier.two_theta_range[1]:g} deg at {classifier.wavelength:g} A, "
-          f"T = {classifier.temperature:.3g}{', with prior' if args.prior else ''})")
-    print()
-    print(format_table(table))
+    command(argv)
 
 
 class _CallableModule(types.ModuleType):

@@ -41,6 +41,19 @@ PATTERN_CACHE_BYTES = 8e9  # larger pattern sets (paper scale) are simulated on 
 REALISTIC = Augmentation(
     fwhm_scale=(0.7, 2.0), crystallite_size=(30.0, 300.0), strain=0.003, zero_shift=0.08,
     march_dollase=(0.5, 1.5), background=0.1, poisson_counts=(100.0, 20000.0), intensity_scale=None)
+# Constant-wavelength neutron instruments: the same effects, on a wide 2-theta grid of which a measured
+# pattern covers only part once moved there through d (DyAG on G4.1 at 2.43 A fills about a third).
+NEUTRON_REALISTIC = dataclasses.replace(REALISTIC, coverage=(0.25, 1.0))
+NEUTRON_MIN_COVERAGE = 0.2  # share of the neutron grid a measured pattern must cover
+
+
+def augmentation_key(augmentation: Augmentation) -> dict:
+    """The augmentation as cache-key data. Options added to :class:`Augmentation` later are left out
+    while they are off, so that the models cached before them stay valid."""
+    key = dataclasses.asdict(augmentation)
+    if key.get("coverage") is None:
+        key.pop("coverage", None)
+    return key
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,19 @@
 """Measured pattern files: reading, checking, and resampling onto a model's 2-theta grid.
 
-Text files with two or three columns (2-theta in degrees, intensity, optional sigma), as .xy, .xye,
-.csv or .dat: whitespace, comma or semicolon separated, with header and comment lines skipped. A file
-that cannot be a powder pattern raises :class:`PatternFileError`, whose one-line message names the
-file and the problem.
+Formats read (:func:`read_pattern` tells them apart by their content):
+
+- text columns (2-theta in degrees, intensity, optional sigma), as .xy, .xye, .csv or .dat:
+  whitespace, comma or semicolon separated, with header and comment lines skipped;
+- GSAS FXYE (a ``BANK`` line, then 2-theta in centidegrees, intensity, sigma);
+- through CrysFML2008's reader (``crysfml.cfml_diffpatt.load_pattern``, the library behind
+  FullProf): GSAS STD/ESD (``BANK ... CONST``), FullProf's D1A/D2B/3T2 instrument format
+  (INSTRM 6) and its free format (INSTRM 0: start, step, end, then counts). Any other CrysFML mode
+  can be named with ``format=``. CrysFML runs in one long-lived helper process, because its Fortran
+  reader ends the whole process on some malformed files; here such a file only raises an error.
+
+A file that cannot be a powder pattern raises :class:`PatternFileError`, whose one-line message
+names the file and the problem. A wavelength stated in a header line (``wavelength: 1.912``,
+``Lambda: 1.2272 angstroms``) is returned when asked for.
 
 Patterns measured at another wavelength are moved onto the model's grid through the d-spacing,
 ``d = lambda / (2 sin theta)``, which is what the pattern really records.
@@ -11,7 +21,11 @@ Patterns measured at another wavelength are moved onto the model's grid through 
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +34,7 @@ MIN_POINTS = 50  # fewer samples than this cannot resolve a powder pattern
 MIN_COVERAGE = 0.5  # fraction of the model's 2-theta span that the measurement must cover
 MIN_SIGNAL = 1e-6  # fraction of the pattern's own range that must lie on the grid; less is rounding noise
 _NUMBER_ROW = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[\s,;]")
+_WAVELENGTH = re.compile(r"(wavelength|lambda|wave)[^0-9\n]{0,24}?(\d+\.\d+)", re.IGNORECASE)
 
 
 class PatternFileError(ValueError):
@@ -29,11 +44,18 @@ class PatternFileError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
-def read_pattern(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a two- or three-column pattern file.
+def read_pattern(path: str | Path, *, format: str | None = None, with_wavelength: bool = False):
+    """Read a pattern file (see the module docstring for the formats).
+
+    Args:
+        path: the file.
+        format: None tells the format from the content; 'columns', 'fxye', or a CrysFML mode
+            ('gsas', 'd1a', '3t2', 'default' for FullProf's free format, 'xysigma', 'd20', 'hrpt', ...).
+        with_wavelength: also return the wavelength stated in the file's header, or None.
 
     Returns:
-        two_theta (n,) in degrees, strictly increasing; intensity (n,), finite.
+        two_theta (n,) in degrees, strictly increasing; intensity (n,), finite; and the stated
+        wavelength in Angstrom (or None) when ``with_wavelength``.
 
     Raises:
         PatternFileError: no numeric rows, wrong or inconsistent column counts, NaN or infinite
@@ -42,11 +64,62 @@ def read_pattern(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise PatternFileError(path, "no such file")
-    rows, widths = [], set()
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError as error:
         raise PatternFileError(path, f"cannot be read ({error.strerror})") from None
+    format = format or sniff_format(lines)
+    if format == "columns":
+        two_theta, intensity = _read_columns(path, lines)
+    elif format == "fxye":
+        two_theta, intensity = _read_fxye(path, lines)
+    else:
+        two_theta, intensity = _read_crysfml(path, format)
+    check_pattern(two_theta, intensity, source=path)
+    if not with_wavelength:
+        return two_theta, intensity
+    return two_theta, intensity, stated_wavelength(lines)
+
+
+def stated_wavelength(lines: list[str]) -> float | None:
+    """The wavelength (Angstrom) stated in the first header lines, or None."""
+    for line in lines[:40]:
+        if _NUMBER_ROW.match(line.strip() + " "):
+            continue
+        found = _WAVELENGTH.search(line)
+        if found and 0.1 <= float(found.group(2)) <= 10:
+            return float(found.group(2))
+    return None
+
+
+def sniff_format(lines: list[str]) -> str:
+    """'columns', 'fxye', or the CrysFML mode of a file's lines ('gsas', 'd1a', 'default')."""
+    head = [line for line in lines[:8]]
+    bank = next((line.split() for line in lines[:20] if line.startswith("BANK")), None)
+    if bank is not None:
+        return "fxye" if "FXYE" in bank else "gsas"
+    if len(head) >= 5:
+        second, third = head[1].split(), head[2].split()
+        if len(second) == 6 and len(third) == 1 and re.match(r"^\s*\d+\s+\d+\s+\d+\s+\d+", head[4]):
+            return "d1a"  # FullProf INSTRM 6: title, step line, 2-theta start, monitors, (n, counts) pairs
+    numeric = [line.split() for line in lines[:60] if _NUMBER_ROW.match(line.strip() + " ")]
+    if len(numeric) > 2 and len(numeric[0]) == 3 and len(numeric[1]) > 3 and len({len(r) for r in numeric[1:-1]}) == 1:
+        return "default"  # FullProf INSTRM 0: start, step, end, then rows of counts
+    return "columns"
+
+
+def _read_columns(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    first = next((i for i, line in enumerate(lines) if _NUMBER_ROW.match(line.strip() + " ")), None)
+    if first is not None:  # fast path: numpy's C parser from the first numeric line on; any irregularity
+        head = lines[first]  # falls through to the line-by-line reader, which names the bad line
+        delimiter = "," if "," in head else ";" if ";" in head else None
+        try:
+            data = np.loadtxt(lines[first:], ndmin=2, comments=("#", "!", "%"), delimiter=delimiter)
+            if len(data) and data.shape[1] in (2, 3):
+                return data[:, 0], data[:, 1]
+        except ValueError:
+            pass
+    rows, widths = [], set()
     for number, line in enumerate(lines, 1):
         text = line.strip()
         if not text or text[0] in "#!;%'\"" or not (_NUMBER_ROW.match(text + " ") or text.lower().startswith("nan")):
@@ -66,9 +139,76 @@ def read_pattern(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if width not in (2, 3):
         raise PatternFileError(path, f"expected 2 or 3 columns (2-theta, intensity[, sigma]), found {width}")
     data = np.asarray(rows)
-    two_theta, intensity = data[:, 0], data[:, 1]
-    check_pattern(two_theta, intensity, source=path)
-    return two_theta, intensity
+    return data[:, 0], data[:, 1]
+
+
+def _read_fxye(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """GSAS FXYE: after the BANK line, columns of 2-theta (centidegrees), intensity, sigma."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("BANK")) + 1
+    body = [line for line in lines[start:] if line.strip() and not line.startswith("BANK")]
+    two_theta, intensity = _read_columns(path, body)
+    return two_theta / 100.0, intensity
+
+
+# The helper process: reads "[path, mode]" lines, answers one JSON line each. Fortran writes to file
+# descriptor 1, so the answers go through a copy of it and descriptor 1 is pointed at /dev/null.
+_CRYSFML_HELPER = """
+import json, os, sys
+answers = os.fdopen(os.dup(1), "w")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+from crysfml import cfml_diffpatt
+for line in sys.stdin:
+    path, mode = json.loads(line)
+    try:
+        pattern = cfml_diffpatt.load_pattern(path, mode=mode)
+        n = int(pattern["npts"])
+        answer = {"x": [float(v) for v in pattern["x"][:n]], "y": [float(v) for v in pattern["y"][:n]]}
+    except Exception as error:
+        answer = {"error": str(error)}
+    answers.write(json.dumps(answer) + "\\n")
+    answers.flush()
+"""
+
+
+class _CrysfmlHelper:
+    """One long-lived helper process running CrysFML's reader; restarted after it dies."""
+
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def read(cls, path: Path, mode: str) -> dict:
+        if cls.process is None or cls.process.poll() is not None:
+            cls.process = subprocess.Popen([sys.executable, "-c", _CRYSFML_HELPER], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            cls.process.stdin.write(json.dumps([str(path), mode]) + "\n")
+            cls.process.stdin.flush()
+            line = cls.process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:  # the Fortran reader ended the helper
+            cls.process.wait()
+            cls.process = None
+            return {"error": "the reader aborted"}
+        return json.loads(line)
+
+
+def _read_crysfml(path: Path, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    if importlib.util.find_spec("crysfml") is None:
+        raise PatternFileError(path, f"looks like a {mode!r} instrument file, which needs the CrysFML reader: "
+                               "pip install crysfml")
+    answer = _CrysfmlHelper.read(path.resolve(), mode)
+    if "error" in answer:
+        message = " ".join(answer["error"].split()).replace("f_load_pattern: ", "")
+        raise PatternFileError(path, f"CrysFML's {mode!r} reader: {message[:160]}; "
+                               "not a readable file of that format")
+    two_theta, intensity = np.asarray(answer["x"]), np.asarray(answer["y"])
+    if mode == "gsas" and two_theta.max() > 180:  # CrysFML leaves GSAS ALT records in centidegrees
+        two_theta = two_theta / 100.0
+    keep = two_theta > 0  # FullProf files often start at 2-theta = 0, where no detector sits
+    if not keep.any():
+        raise PatternFileError(path, f"CrysFML's {mode!r} reader found no points")
+    return two_theta[keep], intensity[keep]
 
 
 def check_pattern(two_theta, intensity, *, source="pattern") -> None:
@@ -104,7 +244,7 @@ def to_two_theta(d_spacing, wavelength: float) -> np.ndarray:
 
 
 def resample(two_theta, intensity, grid, *, wavelength: float, grid_wavelength: float,
-             source="pattern") -> np.ndarray:
+             source="pattern", min_coverage: float = MIN_COVERAGE) -> np.ndarray:
     """Put a measured pattern onto a model's 2-theta grid, converting wavelengths through d.
 
     Args:
@@ -116,7 +256,7 @@ def resample(two_theta, intensity, grid, *, wavelength: float, grid_wavelength: 
         after subtracting its minimum.
 
     Raises:
-        PatternFileError: if the measurement covers less than MIN_COVERAGE of the grid's span.
+        PatternFileError: if the measurement covers less than ``min_coverage`` of the grid's span.
     """
     two_theta, intensity, grid = (np.asarray(a, dtype=float) for a in (two_theta, intensity, grid))
     if wavelength <= 0 or grid_wavelength <= 0:
@@ -126,11 +266,11 @@ def resample(two_theta, intensity, grid, *, wavelength: float, grid_wavelength: 
     moved, intensity = moved[keep], intensity[keep]
     lo, hi = (max(moved.min(), grid[0]), min(moved.max(), grid[-1])) if len(moved) else (0, 0)
     coverage = max(hi - lo, 0) / (grid[-1] - grid[0])
-    if coverage < MIN_COVERAGE:
+    if coverage < min_coverage:
         measured = f"{two_theta[0]:.1f}-{two_theta[-1]:.1f} deg at {wavelength:g} A"
         raise PatternFileError(source, f"2-theta range {measured} covers {coverage:.0%} of the model's grid "
                                f"({grid[0]:.1f}-{grid[-1]:.1f} deg at {grid_wavelength:g} A); "
-                               f"at least {MIN_COVERAGE:.0%} is needed")
+                               f"at least {min_coverage:.0%} is needed")
     intensity = intensity - intensity.min()
     out = np.interp(grid, moved, intensity, left=0.0, right=0.0)
     if out.max() <= MIN_SIGNAL * intensity.max():

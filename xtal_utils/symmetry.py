@@ -163,8 +163,11 @@ def _canonical_absences(space_group: int) -> frozenset:
 
 
 @cache
-def derive_partition(grouping: str = "family") -> tuple[tuple[int, ...], ...]:
+def derive_partition(grouping: str = "family", *, cached: bool = True) -> tuple[tuple[int, ...], ...]:
     """Partition the 230 space groups into classes of identical systematic absences.
+
+    The derivation takes a few seconds, so its result is kept in ``data/cache/symmetry/`` (keyed by
+    spglib's version and HKL_MAX); ``cached=False`` derives it afresh.
 
     Args:
         grouping: 'family' (99 classes: crystal family plus the two ITA splits) or 'system'
@@ -173,8 +176,23 @@ def derive_partition(grouping: str = "family") -> tuple[tuple[int, ...], ...]:
     Returns:
         Tuple of classes, each a sorted tuple of space-group numbers, ordered by smallest member.
     """
+    import json
+
+    from xtal_utils.config import cache_key, write_json_atomic
+    from xtal_utils.paths import CACHE
+
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    path = CACHE / "symmetry" / f"partition-{grouping}-{cache_key({'spglib': spglib.__version__, 'hkl_max': HKL_MAX})}.json"
+    if cached and path.is_file():
+        return tuple(tuple(members) for members in json.loads(path.read_text()))
+    partition = _derive_partition(grouping)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, [list(members) for members in partition])
+    return partition
+
+
+def _derive_partition(grouping: str) -> tuple[tuple[int, ...], ...]:
     lattice_of = crystal_family if grouping == "family" else crystal_system
     classes: dict[tuple, list[int]] = {}
     for sg in range(1, N_SPACE_GROUPS + 1):

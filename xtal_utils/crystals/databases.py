@@ -431,3 +431,14 @@ def load_icsd_export(csv_path: str | Path, cif_folder: str | Path, *, workers: i
     table = table.join(kept, on="entry_id")
     table = _with_structures(table, parsed)
     return (table, report) if return_report else table
+
+
+def amcsd_minerals() -> dict[str, str]:
+    """AMCSD entry id (as a string) -> mineral name, from larixite's database (read-only)."""
+    from larixite.amcsd import AMCSD
+
+    db = AMCSD(read_only=True)
+    cif, minerals = db.tables["cif"], db.tables["minerals"]
+    names = {int(row.id): str(row.name) for row in db.execall(minerals.select())}
+    query = cif.select().with_only_columns(cif.c.id, cif.c.mineral_id)
+    return {str(row.id): names.get(int(row.mineral_id), "") for row in db.execall(query)}

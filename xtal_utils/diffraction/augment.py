@@ -33,6 +33,10 @@ class Augmentation:
         gaussian_noise: standard deviation of added Gaussian noise, relative to the strongest peak.
         intensity_scale: (low, high) factor on the whole final pattern (so that the maximum is no
             longer exactly 1).
+        coverage: (low, high) share of the grid that was measured: a window of that share of the
+            points, at a random place, is kept and the rest set to zero, as a measured pattern looks
+            once an instrument's 2-theta range is moved onto a wider grid through d. The pattern is
+            then scaled to a maximum of 1 again (before ``intensity_scale``).
     """
 
     fwhm_scale: tuple[float, float] | None = None
@@ -45,6 +49,7 @@ class Augmentation:
     poisson_counts: tuple[float, float] | None = None
     gaussian_noise: float = 0.0
     intensity_scale: tuple[float, float] | None = None
+    coverage: tuple[float, float] | None = None
 
     def draw(self, n: int, generator: torch.Generator, device, dtype=torch.float32) -> dict:
         """Per-pattern parameters, each an (n,) tensor on ``device`` (absent when switched off)."""
@@ -78,6 +83,11 @@ class Augmentation:
             lo, hi = self.intensity_scale
             draw = torch.rand(n, generator=generator, device=device, dtype=dtype)
             out["intensity_scale"] = lo + (hi - lo) * draw
+        if self.coverage is not None:  # drawn last, so that switching it on changes no other draw
+            lo, hi = self.coverage
+            draw = torch.rand((n, 2), generator=generator, device=device, dtype=dtype)
+            out["coverage_width"] = lo + (hi - lo) * draw[:, 0]
+            out["coverage_start"] = (1 - out["coverage_width"]) * draw[:, 1]
         return out
 
     def max_strain(self) -> float:
@@ -102,6 +112,12 @@ class Augmentation:
         if self.gaussian_noise:
             patterns = patterns + self.gaussian_noise * torch.randn(
                 patterns.shape, generator=generator, device=patterns.device, dtype=patterns.dtype)
+        if "coverage_width" in params:
+            position = torch.linspace(0.0, 1.0, n_points, device=patterns.device, dtype=patterns.dtype)
+            start = params["coverage_start"][:, None]
+            inside = (position >= start) & (position <= start + params["coverage_width"][:, None])
+            patterns = patterns * inside
+            patterns = patterns - torch.where(inside, patterns, torch.inf).amin(dim=1, keepdim=True) * inside
         patterns = patterns / patterns.amax(dim=1, keepdim=True).clamp_min(1e-12)
         if "intensity_scale" in params:
             patterns = patterns * params["intensity_scale"][:, None]

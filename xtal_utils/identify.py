@@ -1,0 +1,313 @@
+"""The answer a crystallographer gets for a measured pattern: the model's extinction groups beside the
+closest database entries, and which of the two to trust. Also the ``xtal-classify`` command.
+
+A close database match (cosine similarity at least ``threshold``, see :mod:`xtal_utils.search_match`)
+means a known phase: the final ranking then puts the matched entries' extinction groups first
+(``match_weight`` of the probability, the model's answer the rest). Without a close match the pattern
+is probably a structure the database does not hold, and the final answer is the model's.
+
+From the shell::
+
+    xtal-classify pattern.xy                      # one file: the groups, the matches, which to trust
+    xtal-classify folder/ --json                  # every pattern file: one JSON object per line
+    xtal-classify *.xye --csv table.csv           # one row per file
+    xtal-classify --radiation neutron d1a.dat --wavelength 1.912
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xtal_utils import symmetry
+from xtal_utils.config import to_jsonable
+
+PATTERN_SUFFIXES = (".xy", ".xye", ".csv", ".dat", ".txt", ".gsa", ".gss", ".fxye", ".gsas", ".raw")
+MATCH_THRESHOLD = 0.7  # cosine similarity of the nearest entry above which the phase counts as known
+MATCH_WEIGHT = 0.9  # share of the final probability given to the matched entries' groups
+TOP_MATCHES = 5
+CHUNK = 32  # files classified together in the command
+
+
+@dataclass
+class Answer:
+    """One pattern's answer. Probabilities are over the 99 extinction groups (column j = group j + 1)."""
+
+    final: np.ndarray
+    model: np.ndarray
+    model_space_groups: np.ndarray | None  # (230,) for a space-group classifier, else None
+    matches: list[dict]  # the nearest database entries, best first
+    trust: str  # 'match' or 'model'
+
+
+def combine(model_eg: np.ndarray, match_eg: np.ndarray | None, best_similarity: float | None, *,
+            threshold: float = MATCH_THRESHOLD, weight: float = MATCH_WEIGHT) -> tuple[np.ndarray, str]:
+    """The final extinction-group probabilities and the trust ('match' or 'model') of one pattern."""
+    if match_eg is None or best_similarity is None or best_similarity < threshold:
+        return model_eg, "model"
+    return weight * match_eg + (1 - weight) * model_eg, "match"
+
+
+def answer(classifier, two_theta, intensity, *, wavelength: float, library=None, use_prior: bool = False,
+           threshold: float = MATCH_THRESHOLD, weight: float = MATCH_WEIGHT, top_matches: int = TOP_MATCHES,
+           source="pattern") -> Answer:
+    """Classify one pattern with ``classifier`` and, when a library is given, search-match it too."""
+    inputs, queries = prepare(classifier, library, two_theta, intensity, wavelength=wavelength, source=source)
+    return answers(classifier, inputs, None if queries is None else queries[None], library=library,
+                   use_prior=use_prior, threshold=threshold, weight=weight, top_matches=top_matches)[0]
+
+
+def prepare(classifier, library, two_theta, intensity, *, wavelength: float, source="pattern"):
+    """One pattern on the model's grid (1, n_points) and its search-match variants (n_variants, m), or
+    None without a library. Raises PatternFileError for a pattern that cannot be used."""
+    from xtal_utils.search_match import variants
+
+    inputs = classifier.prepare(two_theta, intensity, wavelength=wavelength, source=source)
+    if library is None:
+        return inputs, None
+    return inputs, variants(two_theta, intensity, library.settings, wavelength=wavelength, source=source)
+
+
+def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, library=None, use_prior: bool = False,
+            threshold: float = MATCH_THRESHOLD, weight: float = MATCH_WEIGHT,
+            top_matches: int = TOP_MATCHES) -> list[Answer]:
+    """The answers for prepared patterns (batch, n_points) and their variants (batch, n_variants, m), in
+    one pass of the model and one pass over the library (which is what makes a folder fast)."""
+    p = classifier.probabilities_of(inputs, use_prior=use_prior)
+    space_groups = None
+    if classifier.kind == "space_group":
+        space_groups, p = p, symmetry.collapse_to_extinction_groups(p)
+    out = []
+    similarity = match_eg = None
+    if library is not None:
+        similarity = library.similarities(queries)
+        match_eg = library.extinction_group_scores(similarity)
+    for i in range(len(inputs)):
+        matches, best = [], None
+        if similarity is not None:
+            matches = library.matches(similarity[i], top_matches).to_dict("records")
+            best = float(similarity[i].max())
+        final, trust = combine(p[i], None if match_eg is None else match_eg[i], best, threshold=threshold,
+                               weight=weight)
+        out.append(Answer(final, p[i], None if space_groups is None else space_groups[i], matches, trust))
+    return out
+
+
+def ranked(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
+    """The ``top`` most probable groups: label, symbol, probability, crystal family, member space groups."""
+    table = symmetry.extinction_table()
+    rows = []
+    for index in np.argsort(-probabilities, kind="stable")[:top]:
+        label = int(index) + 1
+        if kind == "extinction_group":
+            members, symbol = [int(sg) for sg in table["space_groups"].iloc[index]], str(table["symbol"].iloc[index])
+        else:
+            members, symbol = [label], symmetry.space_group_symbol(label)
+        rows.append({"label": label, "symbol": symbol, "probability": float(probabilities[index]),
+                     "crystal_family": symmetry.crystal_family(members[0]), "members": members})
+    return rows
+
+
+def report(path, result: Answer | None, *, top: int, error: str | None = None) -> dict:
+    """The JSON object of one file (see the module docstring of :mod:`xtal_utils.identify`)."""
+    out = {"file": str(path), "trust": None, "final": [], "model": [], "matches": [], "error": error}
+    if result is not None:
+        out.update(trust=result.trust, final=ranked(result.final, "extinction_group", top),
+                   model=ranked(result.model, "extinction_group", top), matches=to_jsonable(result.matches))
+        if result.model_space_groups is not None:
+            out["model_space_groups"] = ranked(result.model_space_groups, "space_group", top)
+    return out
+
+
+def pattern_files(paths) -> list[Path]:
+    """The files named, with each folder replaced by its pattern files (:data:`PATTERN_SUFFIXES`), sorted."""
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PATTERN_SUFFIXES)
+        else:
+            out.append(path)
+    return out
+
+
+def summary_row(item: dict) -> dict:
+    """One line of the batch table: the final answer's first group, the model's, the nearest entry."""
+    final = item["final"][0] if item["final"] else {}
+    model = item["model"][0] if item["model"] else {}
+    match = item["matches"][0] if item["matches"] else {}
+    return {"file": item["file"], "trust": item["trust"] or "",
+            "extinction_group": final.get("label", ""), "symbol": final.get("symbol", ""),
+            "probability": f"{final['probability']:.3f}" if final else "",
+            "model_extinction_group": model.get("label", ""),
+            "match_mineral": match.get("mineral", ""), "match_formula": match.get("formula", ""),
+            "match_space_group": match.get("space_group", ""),
+            "similarity": f"{match['similarity']:.3f}" if match else "", "error": item["error"] or ""}
+
+
+def format_one(item: dict, classifier, args) -> str:
+    """The text answer for one file."""
+    lines = [f"file:  {item['file']}  ({item['wavelength']:g} A, {args.radiation})",
+             f"model: {classifier.path}  ({classifier.kind}, {classifier.two_theta_range[0]:g}-"
+             f"{classifier.two_theta_range[1]:g} deg at {classifier.wavelength:g} A, T = {classifier.temperature:.3g}"
+             f"{', with prior' if args.prior else ''})", ""]
+    if item["matches"]:
+        best = item["matches"][0]
+        if item["trust"] == "match":
+            lines.append(f"answer: a known phase. The nearest database entry, {best['mineral'] or best['formula']} "
+                         f"(AMCSD {best['entry_id']}), has similarity {best['similarity']:.3f} >= {args.threshold:g}; "
+                         "its group leads the final ranking.")
+        else:
+            lines.append(f"answer: no close database entry (best similarity {best['similarity']:.3f} < "
+                         f"{args.threshold:g}); the final ranking is the model's, for a structure the database lacks.")
+        lines.append("")
+    blocks = [("final answer (extinction groups)", item["final"])] if item["trust"] == "match" else []
+    blocks.append(("model (extinction groups)", item["model"]))
+    if "model_space_groups" in item:
+        blocks.append(("model (space groups)", item["model_space_groups"]))
+    for title, rows in blocks:
+        lines.append(title)
+        lines.append(f"{'rank':>4s}  {'group':>5s}  {'symbol':12s} {'family':12s} {'probability':>11s}  space groups")
+        for rank, row in enumerate(rows, 1):
+            lines.append(f"{rank:4d}  {row['label']:5d}  {row['symbol']:12s} {row['crystal_family']:12s} "
+                         f"{row['probability']:11.3f}  {', '.join(map(str, row['members']))}")
+        lines.append("")
+    if item["matches"]:
+        lines.append("closest database entries (AMCSD)")
+        lines.append(f"{'rank':>4s}  {'AMCSD':>6s}  {'mineral':20s} {'formula':24s} {'SG':>4s} {'EG':>4s}  similarity")
+        for m in item["matches"]:
+            lines.append(f"{m['rank']:4d}  {m['entry_id']:>6s}  {m['mineral'][:20]:20s} {m['formula'][:24]:24s} "
+                         f"{m['space_group']:4d} {m['extinction_group']:4d}  {m['similarity']:.3f}")
+    return "\n".join(lines).rstrip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``xtal-classify FILE... | FOLDER``: the extinction groups of measured pattern files.
+
+    Exit status: 0 when every file was classified, 2 when any failed (each failure is one line on
+    stderr and, with --json or --csv, an error row) or when the classifier cannot be read.
+    """
+    from xtal_utils.classify import DEFAULT_MODEL, DEFAULT_MODELS, RADIATIONS, load_classifier
+    from xtal_utils.diffraction import CU_KALPHA1
+    from xtal_utils.patterns import PatternFileError, read_pattern
+
+    parser = argparse.ArgumentParser(
+        prog="xtal-classify", description="Extinction group (and space group) of powder pattern files: "
+        "2-theta in degrees with intensity (.xy, .xye, .csv, .dat text columns), FullProf .dat and GSAS "
+        ".gsa/.fxye (read by CrysFML). The model's answer is shown beside the closest AMCSD entries.")
+    parser.add_argument("files", type=Path, nargs="+", help="pattern files, or folders of them")
+    parser.add_argument("--wavelength", type=float, default=None,
+                        help="of the measurement, Angstrom (default: the one stated in the file's header, else "
+                             f"{CU_KALPHA1} for X-rays; a neutron pattern needs one or the other)")
+    parser.add_argument("--radiation", choices=RADIATIONS, default="xray", help="(default: xray)")
+    parser.add_argument("--format", default=None, metavar="MODE",
+                        help="the file format: 'columns', 'fxye' or a CrysFML mode (gsas, d1a, 3t2, default, d20, "
+                             "hrpt, xysigma, ...); default: told from the content")
+    parser.add_argument("--top", type=int, default=5, help="groups shown per ranking (default: 5)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line and per file")
+    parser.add_argument("--csv", type=Path, metavar="PATH", help="write one row per file to PATH ('-': stdout)")
+    parser.add_argument("--model", type=Path, help=f"classifier file (default: {DEFAULT_MODEL.name}, or the "
+                                                   "neutron model for --radiation neutron)")
+    parser.add_argument("--prior", action="store_true", help="weight by the classifier's class prior")
+    parser.add_argument("--no-match", action="store_true", help="skip the search-match against AMCSD")
+    parser.add_argument("--library", type=Path, help="search-match library file (default: AMCSD, built once)")
+    parser.add_argument("--threshold", type=float, default=MATCH_THRESHOLD,
+                        help=f"similarity above which a match counts as the known phase (default: {MATCH_THRESHOLD})")
+    args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error(f"--top must be at least 1, got {args.top}")
+    if args.wavelength is not None and not args.wavelength > 0:
+        parser.error(f"--wavelength must be positive (Angstrom), got {args.wavelength}")
+
+    def fail(message: str) -> None:
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(message).split())}\n")
+
+    try:
+        classifier = load_classifier(args.model or DEFAULT_MODELS[args.radiation])
+    except (FileNotFoundError, ValueError) as error:
+        fail(error)
+    if classifier.radiation != args.radiation:
+        fail(f"{classifier.path}: the classifier was trained on {classifier.radiation} patterns and cannot "
+             f"classify a {args.radiation} pattern; give a {args.radiation} model")
+    library = None
+    if not args.no_match:
+        from xtal_utils import search_match
+
+        try:
+            library = (search_match.load_library(args.library) if args.library else
+                       search_match.default_library(search_match.settings_for(classifier)))
+        except (FileNotFoundError, ValueError) as error:
+            fail(error)
+    files = pattern_files(args.files)
+    if not files:
+        fail(f"no pattern files in {', '.join(map(str, args.files))}")
+    many = len(files) > 1
+    items, failed = [], 0
+    progress = None
+    if many and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(files), desc="classifying", unit="file", file=sys.stderr)
+    rows_out = sys.stdout if str(args.csv) == "-" else None
+    def emit(item: dict) -> None:
+        items.append(item)
+        if args.json:
+            print(json.dumps(item), flush=True)
+        elif not many and not args.csv and item["error"] is None:
+            print(format_one(item, classifier, args))
+
+    for start in range(0, len(files), CHUNK):  # files of a chunk share one model pass and one library pass
+        chunk, ready = files[start: start + CHUNK], []
+        slots: list[dict | None] = []
+        for path in chunk:
+            try:
+                two_theta, intensity, stated = read_pattern(path, format=args.format, with_wavelength=True)
+                wavelength = args.wavelength or stated or (CU_KALPHA1 if args.radiation == "xray" else None)
+                if wavelength is None:
+                    raise PatternFileError(path, "no wavelength given (--wavelength) and none stated in the file")
+                inputs, queries = prepare(classifier, library, two_theta, intensity, wavelength=wavelength,
+                                          source=path)
+                ready.append((path, wavelength, inputs, queries))
+                slots.append(None)
+            except (PatternFileError, ValueError) as error:
+                failed += 1
+                message = " ".join(str(error).split())
+                if not message.startswith(str(path)):
+                    message = f"{path}: {message}"
+                print(f"{parser.prog}: error: {message}", file=sys.stderr)
+                slots.append(report(path, None, top=args.top, error=message))
+        results = iter(answers(classifier, np.concatenate([r[2] for r in ready]),
+                               None if library is None else np.stack([r[3] for r in ready]), library=library,
+                               use_prior=args.prior, threshold=args.threshold) if ready else [])
+        done = iter(ready)
+        for slot in slots:
+            if slot is None:
+                path, wavelength, _, _ = next(done)
+                slot = report(path, next(results), top=args.top)
+                slot["wavelength"] = wavelength
+            emit(slot)
+        if progress is not None:
+            progress.update(len(chunk))
+    if progress is not None:
+        progress.close()
+    table = [summary_row(item) for item in items]
+    if args.csv:
+        handle = rows_out or open(args.csv, "w", newline="")
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+        if rows_out is None:
+            handle.close()
+    elif many and not args.json:
+        import pandas as pd
+
+        print(pd.DataFrame(table).drop(columns=["error"]).to_string(index=False))
+    if failed:
+        if many:
+            print(f"{parser.prog}: {failed} of {len(files)} files failed", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,279 @@
+"""Search-match: the nearest entries of a database of simulated patterns, the routine a crystallographer
+runs first on an unknown powder.
+
+A measured pattern and every database pattern are put on one 2-theta grid and prepared alike:
+
+1. the background is removed by a morphological opening (a running minimum, then a running maximum,
+   over ``background_window`` points), which follows a slowly varying baseline under the peaks;
+2. intensities stay linear (``intensity='linear'``); square roots or logarithms, which lift weak
+   peaks and noise, matched RRUFF dev worse (``benchmarks/search_match.py``);
+3. each pattern is scaled to unit length, so that the similarity is a cosine in [0, 1].
+
+The measured pattern is also compared after small changes of its 2-theta scale, a lattice strain
+(``strains``: d is multiplied by 1 + e; by default 0, +-0.3 and +-0.6 %) and a zero shift
+(``zero_shifts``, degrees), and the best similarity over those variants counts: refined cells and
+real samples differ by about that much. The database patterns have Gaussian peaks of 0.25 degrees,
+wider than the simulations used for training, which tolerates small mismatches of peak position.
+
+The database is AMCSD (larixite's copy), simulated once per setting with
+:class:`xtal_utils.diffraction.PowderSimulator` and cached under ``data/cache/patterns``.
+
+    library = amcsd_library()
+    library.search(two_theta, intensity, wavelength=1.5418)   # a DataFrame of the nearest entries
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from xtal_utils import symmetry
+from xtal_utils.config import atomic_path, cache_key, to_jsonable
+from xtal_utils.diffraction import CU_KALPHA1, SIMULATOR_VERSION
+from xtal_utils.paths import CACHE
+from xtal_utils.patterns import MIN_COVERAGE, check_pattern, resample, to_d_spacing, to_two_theta
+
+MATCH_COLUMNS = ("rank", "entry_id", "mineral", "formula", "space_group", "extinction_group", "similarity")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How patterns are prepared and compared; the defaults were chosen on RRUFF dev (notebook 08)."""
+
+    n_points: int = 2048  # grid from two_theta_min to two_theta_max
+    two_theta_min: float = 5.0  # degrees
+    two_theta_max: float = 90.0  # degrees
+    wavelength: float = CU_KALPHA1  # Angstrom, of the database patterns
+    radiation: str = "xray"  # of the database patterns: 'xray' or 'neutron'
+    fwhm: float = 0.25  # degrees, Gaussian peaks of the database patterns
+    background_window: int = 101  # grid points of the opening that estimates the background; 0 = none
+    intensity: str = "linear"  # 'linear', 'sqrt' or 'log'
+    zero_shifts: tuple[float, ...] = (0.0,)  # degrees 2-theta tried on the measured pattern
+    strains: tuple[float, ...] = (-0.006, -0.003, 0.0, 0.003, 0.006)  # relative changes of d tried on the measured pattern
+    min_coverage: float = MIN_COVERAGE  # share of the grid a measured pattern must cover
+
+    @property
+    def two_theta(self) -> np.ndarray:
+        return np.linspace(self.two_theta_min, self.two_theta_max, self.n_points)
+
+
+def settings_for(classifier, **changes) -> SearchSettings:
+    """The default settings on a classifier's grid, wavelength and radiation."""
+    return dataclasses.replace(SearchSettings(), n_points=classifier.n_points,
+                               two_theta_min=classifier.two_theta_range[0],
+                               two_theta_max=classifier.two_theta_range[1], wavelength=classifier.wavelength,
+                               radiation=classifier.radiation, min_coverage=classifier.min_coverage, **changes)
+
+
+def prepare(patterns: np.ndarray, settings: SearchSettings) -> np.ndarray:
+    """Background removed, intensities scaled, rows of unit length: (n, n_points) float32.
+
+    Rows with no signal left (all zero, or NaN) come back as zeros, so their similarity to anything is 0.
+    """
+    x = np.nan_to_num(np.asarray(patterns, dtype=np.float32), nan=0.0)
+    x = np.atleast_2d(x)
+    if settings.background_window:
+        x = x - ndimage.grey_opening(x, size=(1, settings.background_window), mode="nearest")
+    x = np.clip(x, 0.0, None)
+    peak = x.max(axis=1, keepdims=True)
+    x = x / np.where(peak > 0, peak, 1.0)
+    if settings.intensity == "sqrt":
+        x = np.sqrt(x)
+    elif settings.intensity == "log":
+        x = np.log1p(1000.0 * x)
+    elif settings.intensity != "linear":
+        raise ValueError(f"intensity must be 'linear', 'sqrt' or 'log', got {settings.intensity!r}")
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def variants(two_theta, intensity, settings: SearchSettings, *, wavelength: float, source="pattern") -> np.ndarray:
+    """(n_variants, n_points): the measured pattern on the settings' grid, once per zero shift and strain.
+
+    A zero shift moves the measured 2-theta; a strain e multiplies the measured d by (1 + e).
+    """
+    two_theta = np.asarray(two_theta, dtype=float)
+    intensity = np.clip(np.asarray(intensity, dtype=float), 0.0, None)
+    check_pattern(two_theta, intensity, source=source)
+    d = to_d_spacing(two_theta, wavelength)
+    rows = []
+    for strain in settings.strains:
+        moved = to_two_theta(d * (1 + strain), wavelength)
+        keep = np.isfinite(moved)
+        for shift in settings.zero_shifts:
+            rows.append(resample(moved[keep] + shift, intensity[keep], settings.two_theta, wavelength=wavelength,
+                                 grid_wavelength=settings.wavelength, source=source,
+                                 min_coverage=settings.min_coverage))
+    return np.stack(rows)
+
+
+@dataclass
+class Library:
+    """Prepared database patterns and the table that names them.
+
+    Attributes:
+        patterns: (n, n_points) float32, prepared (:func:`prepare`).
+        table: n rows with entry_id, mineral, formula, space_group, extinction_group.
+        settings: how the patterns were simulated and prepared.
+    """
+
+    patterns: np.ndarray
+    table: pd.DataFrame
+    settings: SearchSettings
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def similarities(self, queries: np.ndarray) -> np.ndarray:
+        """Cosine similarities (batch, n) of queries (batch, n_variants, n_points), the best over variants.
+
+        Queries are on the library's grid, not yet prepared, and zero where nothing was measured. A
+        query that covers only part of the grid is compared with the database patterns over that
+        part alone (their length is taken over the query's window), so that peaks the instrument
+        never reached do not count against a match.
+        """
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim == 2:
+            queries = queries[:, None]
+        batch, n_variants, n_points = queries.shape
+        flat = queries.reshape(batch * n_variants, n_points)
+        measured = flat > 0
+        first = measured.argmax(axis=1)
+        last = n_points - 1 - measured[:, ::-1].argmax(axis=1)
+        prepared = prepare(flat, self.settings)
+        best = np.empty((batch, len(self)), dtype=np.float32)
+        step = max(1, 512 // n_variants)  # queries per block: bounds memory, reads the library once per block
+        for start in range(0, batch, step):
+            rows = np.arange(start * n_variants, min(batch, start + step) * n_variants)
+            block = prepared[rows] @ self.patterns.T  # (queries x variants, n)
+            partial = (first[rows] > 0) | (last[rows] < n_points - 1)
+            for i in np.flatnonzero(partial):
+                block[i] /= self._window_norms(first[rows[i]], last[rows[i]])
+            best[start: start + step] = block.reshape(-1, n_variants, len(self)).max(axis=1)
+        return best
+
+    def _window_norms(self, first: int, last: int) -> np.ndarray:
+        """(n,) the length of every database pattern over grid points first..last."""
+        if getattr(self, "_cumulative", None) is None:
+            self._cumulative = np.cumsum(self.patterns ** 2, axis=1, dtype=np.float32)
+        total = self._cumulative[:, last] - (self._cumulative[:, first - 1] if first > 0 else 0.0)
+        return np.sqrt(np.clip(total, 1e-12, None)).astype(np.float32)
+
+    def matches(self, similarity: np.ndarray, top: int = 5) -> pd.DataFrame:
+        """The ``top`` nearest entries for one row of :meth:`similarities`."""
+        order = np.argsort(-similarity, kind="stable")[:top]
+        rows = self.table.iloc[order].reset_index(drop=True)
+        rows.insert(0, "rank", np.arange(1, len(order) + 1))
+        rows["similarity"] = similarity[order].astype(float)
+        return rows[list(MATCH_COLUMNS)]
+
+    def search(self, two_theta, intensity, *, wavelength: float = CU_KALPHA1, top: int = 5,
+               source="pattern") -> pd.DataFrame:
+        """The ``top`` database entries nearest one measured pattern (columns :data:`MATCH_COLUMNS`)."""
+        queries = variants(two_theta, intensity, self.settings, wavelength=wavelength, source=source)
+        return self.matches(self.similarities(queries[None])[0], top)
+
+    def extinction_group_scores(self, similarity: np.ndarray, sharpness: float = 50.0) -> np.ndarray:
+        """(batch, 99) a ranking of extinction groups from similarities (batch, n): each group scores
+        ``softmax(sharpness * similarity)`` summed over its entries, so the nearest entry's group ranks
+        first and the next distinct groups follow in order of their best entries."""
+        similarity = np.atleast_2d(similarity).astype(np.float64)
+        weights = np.exp(sharpness * (similarity - similarity.max(axis=1, keepdims=True)))
+        labels = self.table["extinction_group"].to_numpy() - 1
+        out = np.zeros((len(similarity), symmetry.n_classes("extinction_group")))
+        for group in np.unique(labels):
+            out[:, group] = weights[:, labels == group].sum(axis=1)
+        return out / out.sum(axis=1, keepdims=True)
+
+
+def amcsd_library(settings: SearchSettings | None = None, *, limit: int | None = None,
+                  progress: bool = True) -> Library:
+    """AMCSD's simulated patterns prepared for search-match (simulated once per setting, then cached).
+
+    Entries whose pattern cannot be simulated on the grid are left out.
+    """
+    from xtal_utils import experiments
+    from xtal_utils.crystals.databases import amcsd_minerals
+
+    settings = settings or SearchSettings()
+    grid = experiments.Grid(n_points=settings.n_points, two_theta_min=settings.two_theta_min,
+                            two_theta_max=settings.two_theta_max, fwhm=settings.fwhm,
+                            wavelength=settings.wavelength, radiation=settings.radiation)
+    data = experiments.amcsd_set(limit)
+    valid = data.valid(grid)
+    patterns = np.asarray(data.patterns(grid, progress=progress))[valid]
+    table = data.table.loc[valid, ["entry_id", "formula", "space_group"]].reset_index(drop=True)
+    names = amcsd_minerals()
+    table.insert(1, "mineral", table["entry_id"].map(names).fillna("").replace("<missing>", ""))
+    table["extinction_group"] = symmetry.extinction_groups(table["space_group"].to_numpy())
+    return Library(prepare(patterns, settings), table, settings)
+
+
+LIBRARY_FORMAT = "xtal-search-library/1"
+
+
+def save_library(library: Library, path) -> Path:
+    """Write a library to one ``.npz`` file (patterns as float16), atomically."""
+    path = Path(path)
+    arrays = {name: np.asarray(library.table[name].astype(str).tolist(), dtype=str)
+              for name in ("entry_id", "mineral", "formula")}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append '.npz'
+        np.savez(f, format=LIBRARY_FORMAT, settings=json.dumps(to_jsonable(library.settings)),
+                 patterns=library.patterns.astype(np.float16),
+                 space_group=library.table["space_group"].to_numpy(dtype=np.int16), **arrays)
+    return path
+
+
+def load_library(path) -> Library:
+    """Read a library written by :func:`save_library`.
+
+    Raises:
+        FileNotFoundError: no such file; ValueError: not a library file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such search-match library")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["format"]) != LIBRARY_FORMAT:
+                raise ValueError(f"{path}: not a {LIBRARY_FORMAT} file (format {str(f['format'])!r})")
+            raw = json.loads(str(f["settings"]))
+            settings = SearchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+            space_groups = f["space_group"].astype(int)
+            table = pd.DataFrame({"entry_id": f["entry_id"], "mineral": f["mineral"], "formula": f["formula"],
+                                  "space_group": space_groups,
+                                  "extinction_group": symmetry.extinction_groups(space_groups)})
+            patterns = f["patterns"].astype(np.float32)
+    except (KeyError, OSError, ValueError, TypeError) as error:
+        if isinstance(error, ValueError) and str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a search-match library ({type(error).__name__})") from None
+    return Library(patterns, table, settings)
+
+
+def default_library(settings: SearchSettings | None = None, *, progress: bool = True) -> Library:
+    """AMCSD's library for ``settings`` (defaults: :class:`SearchSettings`), read from
+    ``data/cache/search_match/`` and built there on first use (a few minutes: AMCSD is parsed and
+    simulated)."""
+    settings = settings or SearchSettings()
+    key = {k: v for k, v in to_jsonable(settings).items() if k not in ("zero_shifts", "strains", "min_coverage")}
+    from importlib.metadata import version
+
+    key = {"settings": key, "simulator": SIMULATOR_VERSION, "larixite": version("larixite")}
+    path = CACHE / "search_match" / f"amcsd-{cache_key(key)}.npz"
+    if path.is_file():
+        library = load_library(path)
+        return dataclasses.replace(library, settings=settings)  # tolerances are applied at search time
+    if progress:
+        print(f"building the search-match library (AMCSD simulated, once) in {path} ...", file=sys.stderr)
+    library = amcsd_library(settings, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_library(library, path)
+    return library
