@@ -94,7 +94,7 @@ def stated_wavelength(lines: list[str]) -> float | None:
 
 def sniff_format(lines: list[str]) -> str:
     """'columns', 'fxye', or the CrysFML mode of a file's lines ('gsas', 'd1a', 'default')."""
-    head = [line for line in lines[:8]]
+    head = lines[:8]
     bank = next((line.split() for line in lines[:20] if line.startswith("BANK")), None)
     if bank is not None:
         return "fxye" if "FXYE" in bank else "gsas"

@@ -187,9 +187,9 @@ class Library:
         similarity = np.atleast_2d(similarity).astype(np.float64)
         weights = np.exp(sharpness * (similarity - similarity.max(axis=1, keepdims=True)))
         labels = self.table["extinction_group"].to_numpy() - 1
-        out = np.zeros((len(similarity), symmetry.n_classes("extinction_group")))
-        for group in np.unique(labels):
-            out[:, group] = weights[:, labels == group].sum(axis=1)
+        out = np.zeros((symmetry.n_classes("extinction_group"), len(similarity)))
+        np.add.at(out, labels, weights.T)  # each entry's weight onto its group, all patterns at once
+        out = out.T
         return out / out.sum(axis=1, keepdims=True)
 
 
