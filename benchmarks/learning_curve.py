@@ -224,13 +224,21 @@ def plot(tags=None) -> Path:
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("learning_curve_*.json"))]
     runs = [r for r in runs if tags is None or r["tag"] in tags]
     fig, axes = plt.subplots(2, len(TESTS), figsize=(7.0, 4.2), sharex=True, sharey="row")
-    colours = plt.get_cmap("tab10").colors
-    for n, run_ in enumerate(runs):
+    # long runs solid, from one palette (the longest in black); short lever runs dashed, from another
+    long_colours = ("black", "tab:blue", "tab:olive", "tab:cyan", "tab:red")
+    lever_colours = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+    runs.sort(key=lambda r: (r["tag"].startswith("lever"), -r["curve"][-1]["patterns"], r["tag"]))
+    n_long = n_lever = 0
+    for run_ in runs:
         curve = run_["curve"]
         patterns = np.array([row["patterns"] for row in curve])
-        lever = run_["tag"].startswith("lever")  # short runs dashed, long ones solid
+        lever = run_["tag"].startswith("lever")
+        if lever:
+            colour, n_lever = lever_colours[n_lever % len(lever_colours)], n_lever + 1
+        else:
+            colour, n_long = long_colours[n_long % len(long_colours)], n_long + 1
         style = dict(marker=".", markersize=3, linewidth=0.8 if lever else 1.4, linestyle="--" if lever else "-",
-                     color=colours[n % len(colours)])
+                     color=colour)
         for j, test in enumerate(TESTS):
             for i, k in enumerate((1, 5)):
                 key = f"{test}_eg_top{k}"

@@ -193,6 +193,41 @@ def test_prior_reweights(tmp_path, sg_model):
         sg_model.probabilities(two_theta, intensity, wavelength=CU, use_prior=True)
 
 
+def test_calibrated_prior_is_a_weighted_log_prior_on_by_the_files_default(tmp_path, sg_model):
+    two_theta, intensity = _pattern()
+    p = sg_model.probabilities(two_theta, intensity, wavelength=CU)
+    prior = np.random.default_rng(0).random(230) + 0.01
+    path = _save(tmp_path / "weighted.pt", prior=prior, prior_weight=0.5, prior_default=True)
+    model = load_classifier(path)
+    assert (model.prior_weight, model.prior_default) == (0.5, True)
+    expected = p * np.sqrt(prior / prior.sum())
+    expected /= expected.sum()
+    np.testing.assert_allclose(model.probabilities(two_theta, intensity, wavelength=CU), expected, rtol=1e-5)
+    np.testing.assert_allclose(model.probabilities(two_theta, intensity, wavelength=CU, use_prior=False), p, rtol=1e-5)
+    assert (sg_model.prior_weight, sg_model.prior_default) == (1.0, False)  # files without the keys: as before
+    with pytest.raises(ValueError, match="prior_default needs a prior"):
+        _save(tmp_path / "bad.pt", prior_default=True)
+    with pytest.raises(ValueError, match="prior_weight"):
+        _save(tmp_path / "bad.pt", prior=prior, prior_weight=-1.0)
+
+
+def test_fit_prior_weight_finds_the_bayes_correction():
+    from xtal_utils.evaluate import fit_prior_weight
+
+    rng = np.random.default_rng(0)
+    prior = rng.dirichlet(np.full(20, 0.3))
+    # a model trained on uniform classes: logits are the log-likelihood of a noisy observation of the class
+    labels = rng.choice(20, size=4000, p=prior)
+    logits = 1.5 * np.eye(20)[labels] + rng.normal(size=(4000, 20))
+    weight = fit_prior_weight(logits * 1.5, labels + 1, prior)  # 1.5 * 1.5 = 2.25: the exact log-likelihood
+    assert 0.85 < weight < 1.15
+    uniform_labels = rng.integers(0, 20, 4000)  # data not drawn from the prior: the prior does not help
+    logits = 1.5 * np.eye(20)[uniform_labels] + rng.normal(size=(4000, 20))
+    assert fit_prior_weight(logits * 1.5, uniform_labels + 1, prior) < 0.15
+    with pytest.raises(ValueError, match="prior has shape"):
+        fit_prior_weight(logits, uniform_labels + 1, prior[:5])
+
+
 def test_temperature_flattens(tmp_path, sg_model):
     two_theta, intensity = _pattern()
     p1 = sg_model.probabilities(two_theta, intensity, wavelength=CU)
@@ -276,6 +311,29 @@ def test_command_table_and_json(tmp_path, sg_path, capsys):
     np.testing.assert_allclose([r["probability"] for r in report["model_space_groups"]], sg["probability"])
     assert report["model"][0]["members"] == list(symmetry.space_groups_in(report["model"][0]["label"]))
     assert set(report["final"][0]) >= {"label", "symbol", "probability"}
+
+
+def test_command_prior_follows_the_file_and_turns_off(tmp_path, sg_model, capsys):
+    two_theta, intensity = _pattern()
+    prior = np.random.default_rng(1).random(230) + 0.01
+    model_path = _save(tmp_path / "with_prior.pt", prior=prior, prior_weight=0.7, prior_default=True)
+    path = _write_xy(tmp_path / "good.xy", two_theta, intensity)
+
+    def top_groups(*flags):
+        main([str(path), "--model", str(model_path), "--json", "--no-match", "--top", "230", *flags])
+        (report,) = _lines(capsys.readouterr().out)
+        return np.array([r["probability"] for r in sorted(report["model_space_groups"], key=lambda r: r["label"])])
+
+    model = load_classifier(model_path)
+    on = model.probabilities(two_theta, intensity, wavelength=CU, use_prior=True)
+    off = model.probabilities(two_theta, intensity, wavelength=CU, use_prior=False)
+    np.testing.assert_allclose(top_groups(), on, rtol=1e-5)  # the file's default: on
+    np.testing.assert_allclose(top_groups("--prior"), on, rtol=1e-5)
+    np.testing.assert_allclose(top_groups("--no-prior"), off, rtol=1e-5)
+    assert not np.allclose(on, off)
+    with pytest.raises(SystemExit) as stop:  # a classifier without a prior cannot be asked for one
+        main([str(path), "--model", str(_save(tmp_path / "no_prior.pt")), "--no-match", "--prior"])
+    assert stop.value.code == 2 and "no class prior" in capsys.readouterr().err
 
 
 def test_command_wavelength(tmp_path, sg_path, capsys):

@@ -153,3 +153,63 @@ def test_intensity_scales_keep_zero_and_one():
     assert log[0] == 0 and abs(log[-1] - 1) < 1e-3 and 0.05 < log[1] < 0.15 * 10
     with pytest.raises(ValueError, match="intensity"):
         ResNet1d(99, intensity="cube")
+
+
+def _database(n=12):
+    """A small stored 'database': random crystals with their space groups (like AMCSD's training split)."""
+    return crystals.sample_crystals(n, seed=(99, 1), balance="space_group")
+
+
+def test_database_share_mixes_stored_structures_and_changes_nothing_when_off():
+    simulator = PowderSimulator(n_points=256)
+    plain = CrystalStream(simulator, "space_group", seed=4, batch_size=16)
+    off = CrystalStream(simulator, "space_group", seed=4, batch_size=16, database=_database(), database_share=0.0)
+    for a, b in zip(plain.batch(2), off.batch(2)):
+        assert torch.equal(a, b)  # streams without the options are bit-identical to before
+    database = _database()
+    mixed = CrystalStream(simulator, "space_group", seed=4, batch_size=16, database=database, database_share=0.25)
+    batch = mixed.crystals(2)
+    assert len(batch) == 16
+    stored = {tuple(np.round(row.ravel(), 6)) for row in database.lattice}
+    from_database = [tuple(np.round(row.ravel(), 6)) in stored for row in batch.lattice]
+    assert from_database == [False] * 12 + [True] * 4  # 25 % of the batch, after the random crystals
+    x, y = mixed.batch(2)
+    x2, y2 = mixed.batch(2)
+    assert torch.equal(x, x2) and torch.equal(y, y2)  # still a pure function of (seed, step)
+    assert np.array_equal(y.numpy() + 1, batch.space_group)
+    # the stored rows are simulated with their detected symmetry: the same patterns as without it
+    rows = np.arange(12, 16)
+    np.testing.assert_allclose(x[rows, 0].numpy(), simulator.simulate(batch[rows], symmetry=laue.no_symmetry(batch[rows])),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="database"):
+        CrystalStream(simulator, "space_group", seed=4, database_share=0.5)
+
+
+def test_impurity_adds_a_second_phase_to_some_patterns():
+    simulator = PowderSimulator(n_points=256)
+    plain = CrystalStream(simulator, "extinction_group", seed=6, batch_size=32)
+    dirty = CrystalStream(simulator, "extinction_group", seed=6, batch_size=32, impurity=(0.5, (0.2, 0.4)))
+    (x, y), (xd, yd) = plain.batch(1), dirty.batch(1)
+    assert torch.equal(y, yd)  # the label stays the main phase's
+    changed = ~torch.isclose(x, xd, atol=1e-6).all(dim=2)[:, 0]
+    assert 6 <= int(changed.sum()) <= 26  # about half of 32
+    assert torch.allclose(xd.amax(dim=2), torch.ones(32, 1))
+    assert torch.equal(xd, dirty.batch(1)[0])
+    with pytest.raises(ValueError, match="impurity"):
+        CrystalStream(simulator, "extinction_group", seed=6, impurity=(1.5, (0.1, 0.2)))
+
+
+def test_a_crystal_without_reflections_is_replaced_not_fatal():
+    from xtal_utils.structures import StructureBatch
+
+    database = _database(2)
+    database.lattice[0] = np.eye(3) * 0.9  # every d-spacing below the 1.09 A that 2-theta <= 90 deg reaches
+    simulator = PowderSimulator(n_points=256)
+    with pytest.raises(ValueError, match="no reflection"):
+        simulator.simulate(database[[0]])
+    stream = CrystalStream(simulator, "space_group", seed=1, batch_size=8, database=StructureBatch.concatenate(
+        [database[[0]]] * 3), database_share=0.5)
+    x, y = stream.batch(0)
+    assert torch.isfinite(x).all() and torch.allclose(x.amax(dim=2), torch.ones(8, 1))
+    assert np.array_equal(y.numpy()[4:] + 1, [database.space_group[0]] * 4)  # same space group, a new crystal
+    assert torch.equal(x, stream.batch(0)[0])

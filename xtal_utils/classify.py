@@ -4,14 +4,17 @@ A shipped classifier is one ``torch.save`` file that ``torch.load(weights_only=T
 tensors, numbers, strings, lists and dicts. It holds the model (``model_spec`` and ``state_dict``), what
 it predicts (``kind``), the grid it was trained on (``two_theta_min``, ``two_theta_max``, ``n_points``,
 ``wavelength``, ``radiation``), its calibration ``temperature`` (1.0 = uncalibrated), an optional
-``prior`` over its classes, whether it takes a sin^2(theta) channel, and ``metadata`` (training data,
-preset, date, device, accuracies). :func:`save_classifier` writes one; notebook 08_measured writes the
+``prior`` over its classes with its exponent ``prior_weight`` and whether it is applied by default
+(``prior_default``; files written before these two keys read as 1 and off), whether it takes a
+sin^2(theta) channel, and ``metadata`` (training data, preset, date, device, accuracies). :func:`save_classifier` writes one; notebook 08_measured writes the
 default, ``models/xtal-classify-xray.pt``.
 
 A pattern is prepared as the training patterns were: negative intensities clipped to 0, moved onto
 the model's grid through the d-spacing when its wavelength differs
-(:func:`xtal_utils.patterns.resample`), its minimum subtracted and its maximum scaled to 1. Probabilities are ``softmax(logits / temperature)``, optionally
-multiplied by the prior and renormalised. A space-group model also gives extinction-group
+(:func:`xtal_utils.patterns.resample`), its minimum subtracted and its maximum scaled to 1. Probabilities
+are ``softmax(logits / temperature + prior_weight * log prior)`` with the prior on, else
+``softmax(logits / temperature)``: a model trained on balanced classes gets the database's class
+frequencies as a separate, calibrated term that a user can turn off. A space-group model also gives extinction-group
 probabilities, by summing over each group's members.
 
 From the shell (the command, with search-match and batch mode, is :func:`xtal_utils.identify.main`)::
@@ -65,6 +68,11 @@ class Classifier:
         sin2theta_channel: whether sin^2(theta) is stacked as a second input channel.
         metadata: training data, preset, date, device, accuracies.
         path: the file it was read from, if any.
+        prior_weight: the prior enters as ``prior ** prior_weight`` (an external log-prior
+            ``prior_weight * log prior`` added to the calibrated logits): 1 is the Bayes correction of a
+            model trained on uniform classes; a fitted value corrects a model that learned part of the
+            prior already (:func:`xtal_utils.evaluate.fit_prior_weight`).
+        prior_default: whether the prior is applied when a caller does not say (``use_prior=None``).
     """
 
     model: nn.Module
@@ -78,6 +86,8 @@ class Classifier:
     sin2theta_channel: bool = False
     metadata: dict = field(default_factory=dict)
     path: Path | None = None
+    prior_weight: float = 1.0
+    prior_default: bool = False
 
     @property
     def min_coverage(self) -> float:
@@ -148,14 +158,15 @@ class Classifier:
         finally:
             torch.backends.cudnn.allow_tf32 = tf32
 
-    def probabilities(self, two_theta, intensity, *, wavelength: float, use_prior: bool = False,
+    def probabilities(self, two_theta, intensity, *, wavelength: float, use_prior: bool | None = None,
                       source="pattern") -> np.ndarray:
         """Class probabilities of a pattern in the model's label space.
 
         Args:
             two_theta: (n,) degrees at ``wavelength`` (Angstrom).
             intensity: (n,) or (batch, n).
-            use_prior: multiply by the classifier's prior and renormalise.
+            use_prior: multiply by the classifier's prior (to the power ``prior_weight``) and
+                renormalise; None: as ``prior_default`` says.
             source: names the pattern in error messages.
 
         Returns:
@@ -165,16 +176,15 @@ class Classifier:
         probabilities = self.probabilities_of(patterns, use_prior=use_prior)
         return probabilities[0] if np.ndim(intensity) == 1 else probabilities
 
-    def probabilities_of(self, patterns: np.ndarray, *, use_prior: bool = False) -> np.ndarray:
+    def probabilities_of(self, patterns: np.ndarray, *, use_prior: bool | None = None) -> np.ndarray:
         """Class probabilities (batch, n_classes) of patterns already on the grid (:meth:`prepare`)."""
+        use_prior = self.prior_default if use_prior is None else use_prior
         if use_prior and self.prior is None:
             raise ValueError(f"{self.path or 'this classifier'}: has no prior; leave use_prior off")
-        logits = torch.as_tensor(self.logits(patterns), dtype=torch.float64)
-        probabilities = torch.softmax(logits / self.temperature, dim=1).numpy()
-        if use_prior:
-            probabilities = probabilities * self.prior
-            probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return probabilities
+        logits = torch.as_tensor(self.logits(patterns), dtype=torch.float64) / self.temperature
+        if use_prior and self.prior_weight > 0:  # a class of prior 0 keeps probability 0
+            logits = logits + self.prior_weight * torch.log(torch.as_tensor(self.prior, dtype=torch.float64))
+        return torch.softmax(logits, dim=1).numpy()
 
 
 def _check_plain(value, where: str) -> None:
@@ -200,7 +210,8 @@ def _check_prior(prior, n: int, where) -> np.ndarray:
 
 def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple[float, float], n_points: int,
                     wavelength: float, radiation: str, temperature: float = 1.0, prior=None,
-                    sin2theta_channel: bool = False, metadata: dict | None = None) -> Path:
+                    sin2theta_channel: bool = False, metadata: dict | None = None, prior_weight: float = 1.0,
+                    prior_default: bool = False) -> Path:
     """Write a shipped classifier (see the module docstring), atomically.
 
     Args:
@@ -215,6 +226,8 @@ def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple
         prior: (n_classes,) class probabilities (normalised here), or None.
         sin2theta_channel: the model takes sin^2(theta) as a second channel.
         metadata: strings, numbers, lists and dicts: training data, preset, date, device, accuracies.
+        prior_weight: the exponent of the prior (see :class:`Classifier`).
+        prior_default: apply the prior unless a caller turns it off.
 
     Returns:
         The path written.
@@ -237,6 +250,10 @@ def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple
         raise ValueError(f"radiation must be one of {RADIATIONS}, got {radiation!r}")
     if not wavelength > 0 or not temperature > 0:
         raise ValueError("wavelength (Angstrom) and temperature must be positive")
+    if not np.isfinite(prior_weight) or prior_weight < 0:
+        raise ValueError(f"prior_weight must be a finite number >= 0, got {prior_weight}")
+    if prior_default and prior is None:
+        raise ValueError("prior_default needs a prior")
     metadata = to_jsonable(dict(metadata or {}))
     _check_plain(metadata, "metadata")
     state = {
@@ -253,6 +270,8 @@ def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple
         "prior": None if prior is None else _check_prior(prior, n, "save_classifier").tolist(),
         "sin2theta_channel": bool(sin2theta_channel),
         "metadata": metadata,
+        "prior_weight": float(prior_weight),
+        "prior_default": bool(prior_default),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -309,6 +328,8 @@ def load_classifier(path=None, *, device=None) -> Classifier:
         sin2theta_channel=state["sin2theta_channel"],
         metadata=state["metadata"],
         path=path,
+        prior_weight=float(state.get("prior_weight", 1.0)),  # files written before these keys: 1, off
+        prior_default=bool(state.get("prior_default", False)) and prior is not None,
     )
 
 
@@ -330,7 +351,7 @@ def _top_rows(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
 
 
 def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation: str = "xray", top: int = 5,
-             model: Classifier | str | Path | None = None, use_prior: bool = False,
+             model: Classifier | str | Path | None = None, use_prior: bool | None = None,
              source="pattern") -> pd.DataFrame:
     """The most probable extinction groups (and space groups) of one measured pattern.
 

@@ -132,11 +132,23 @@ class CrystalStream:
         crystal_options: other arguments of :func:`~xtal_utils.crystals.sample_crystals` (``max_atoms``,
             ``min_distance``, ...).
         sin2theta_channel: add sin^2(theta) as a second input channel.
+        database: optional stored structures with their space groups (a
+            :class:`~xtal_utils.structures.StructureBatch`, e.g. AMCSD's training split) of which
+            ``round(database_share * batch_size)`` rows, drawn with replacement, join every batch in
+            place of as many random crystals. Their Laue symmetry is found once, here.
+        database_share: that share, 0 to 1.
+        impurity: optional ``(probability, (low, high))``: each pattern gets, with that probability, the
+            pattern of a second phase (a random crystal, or a database row with ``database_share``'s
+            probability) scaled to a maximum of ``low`` to ``high`` of the main phase's strongest peak.
+            The second phase's peaks have the same profile augmentations but no background or noise of
+            their own; the label stays the main phase's.
     """
 
     def __init__(self, simulator, kind: str, *, seed: int, batch_size: int = 64, augmentation=None,
                  balance: str = "extinction_group", weights=None, space_groups=None,
-                 crystal_options: dict | None = None, sin2theta_channel: bool = False):
+                 crystal_options: dict | None = None, sin2theta_channel: bool = False,
+                 database=None, database_share: float = 0.0,
+                 impurity: tuple[float, tuple[float, float]] | None = None):
         self.simulator = simulator
         self.kind = kind
         self.seed = int(seed)
@@ -146,31 +158,119 @@ class CrystalStream:
                                    **(crystal_options or {}))
         self.sin2theta_channel = sin2theta_channel
         self.two_theta = torch.as_tensor(simulator.two_theta, dtype=torch.float32)
+        if not 0.0 <= database_share <= 1.0:
+            raise ValueError(f"database_share must be between 0 and 1, got {database_share}")
+        if database_share and (database is None or len(database) == 0):
+            raise ValueError("database_share > 0 needs a database of at least one structure")
+        self.database = database if database_share else None
+        self.database_share = float(database_share)
+        if self.database is not None:
+            if (np.asarray(self.database.space_group) < 1).any():
+                raise ValueError("every database structure needs its space group")
+            from xtal_utils.diffraction.laue import laue_symmetry
+
+            self._database_symmetry = laue_symmetry(self.database)
+        if impurity is not None:
+            probability, (low, high) = impurity
+            if not (0 <= probability <= 1 and 0 < low <= high):
+                raise ValueError(f"impurity must be (probability in [0, 1], (low, high) with 0 < low <= high), got {impurity}")
+        self.impurity = impurity
 
     @property
     def in_channels(self) -> int:
         return 2 if self.sin2theta_channel else 1
 
     def crystals(self, step: int):
-        """The StructureBatch of batch ``step``."""
-        from xtal_utils.crystals import sample_crystals
+        """The StructureBatch of batch ``step`` (random crystals first, then any database rows)."""
+        return self._draw(self.batch_size, (self.seed, int(step)))[0]
 
-        return sample_crystals(self.batch_size, seed=(self.seed, int(step)), **self.sample_options)
+    def _draw(self, n: int, seed: tuple):
+        """``n`` crystals and their Laue symmetry: random ones, and database rows in their share."""
+        from xtal_utils.crystals import laue_symmetry_of, sample_crystals
+        from xtal_utils.structures import StructureBatch
+
+        n_database = int(round(self.database_share * n)) if self.database is not None else 0
+        fresh = sample_crystals(n - n_database, seed=seed, **self.sample_options)
+        symmetry = laue_symmetry_of(fresh.space_group)
+        if n_database == 0:
+            return fresh, symmetry
+        rows = np.random.default_rng(np.random.SeedSequence([*seed, 3])).integers(0, len(self.database), n_database)
+        batch = StructureBatch.concatenate([fresh, self.database[rows]])
+        return batch, tuple(np.concatenate([a, b[rows]]) for a, b in zip(symmetry, self._database_symmetry))
 
     def batch(self, step: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` of batch ``step``: x (batch, channels, n_points) float32, y (batch,) class indices."""
-        from xtal_utils.crystals import laue_symmetry_of
-
-        crystals = self.crystals(step)
-        generator = torch.Generator(device=self.simulator.device)
-        generator.manual_seed(int(np.random.SeedSequence([self.seed, int(step), 1]).generate_state(1)[0]))
-        x = self.simulator.simulate(crystals, self.augmentation, generator=generator, as_tensor=True,
-                                    symmetry=laue_symmetry_of(crystals.space_group))
+        crystals, symmetry = self._draw(self.batch_size, (self.seed, int(step)))
+        crystals, x = self._simulate(crystals, symmetry, self.augmentation, (self.seed, int(step), 1))
+        if self.impurity is not None:
+            x = self._add_impurities(x, int(step))
         y = torch.as_tensor(labels_of(crystals.space_group, self.kind) - 1)
         device = device or x.device
         x = x.float().to(device)
         x = add_sin2theta_channel(x, self.two_theta.to(device)) if self.sin2theta_channel else x[:, None, :]
         return x, y.to(device)
+
+    def _simulate(self, crystals, symmetry, augmentation, key: tuple):
+        """``(crystals, patterns)``: the patterns as a tensor, augmentations drawn from a generator seeded by ``key``.
+
+        A crystal the simulator cannot use (no reflection in the 2-theta range, about one random crystal
+        in a million) is replaced by a new random crystal of the same space group, drawn from ``key``, so
+        that a long run never stops on one and the batch stays a function of (seed, step).
+        """
+        from xtal_utils.crystals import laue_symmetry_of, sample_crystals
+        from xtal_utils.structures import StructureBatch
+
+        options = {k: v for k, v in self.sample_options.items() if k not in ("balance", "weights", "space_groups")}
+        for attempt in range(8):
+            generator = torch.Generator(device=self.simulator.device)
+            generator.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+            try:
+                return crystals, self.simulator.simulate(crystals, augmentation, generator=generator, as_tensor=True,
+                                                         symmetry=symmetry)
+            except ValueError:
+                bad = [i for i in range(len(crystals)) if not self._simulates(crystals[[i]])]
+                if not bad or attempt == 7:
+                    raise
+            rows = [crystals[[i]] for i in range(len(crystals))]
+            for i in bad:
+                rows[i] = sample_crystals(1, seed=(*key, 7, attempt, i), space_groups=[int(crystals.space_group[i])],
+                                          **options)
+            fresh = laue_symmetry_of(np.array([int(r.space_group[0]) for r in rows]))
+            symmetry = tuple(np.where(np.isin(np.arange(len(rows)), bad).reshape((-1,) + (1,) * (a.ndim - 1)), f, a)
+                             for a, f in zip(symmetry, fresh))
+            crystals = StructureBatch.concatenate(rows)
+
+    def _simulates(self, crystal) -> bool:
+        try:
+            self.simulator.simulate(crystal)
+            return True
+        except ValueError:
+            return False
+
+    def _add_impurities(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """``x`` with a second phase added to a random subset of its patterns, rescaled to a maximum of 1."""
+        import dataclasses
+
+        probability, (low, high) = self.impurity
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, step, 4]))
+        rows = np.flatnonzero(rng.random(len(x)) < probability)
+        if len(rows) == 0:
+            return x
+        weight = torch.as_tensor(rng.uniform(low, high, len(rows)), dtype=x.dtype, device=x.device)
+        crystals, symmetry = self._draw(len(rows), (self.seed, step, 5))
+        profile = self.augmentation
+        if profile is not None:  # the second phase's peaks only: background and noise are the main pattern's
+            profile = dataclasses.replace(profile, background=0.0, poisson_counts=None, gaussian_noise=0.0,
+                                          intensity_scale=None, coverage=None)
+        _, second = self._simulate(crystals, symmetry, profile, (self.seed, step, 6))
+        x = x.clone()
+        index = torch.as_tensor(rows, device=x.device)
+        second = second.to(x)
+        if self.augmentation is not None and self.augmentation.coverage is not None:
+            second = second * (x[index] != 0)  # measured only where the main pattern was
+        mixed = x[index] + weight[:, None] * second
+        x[index] = mixed / mixed.amax(dim=1, keepdim=True).clamp_min(1e-12)
+        return x
 
     def batches(self, *, start: int = 0, stop: int | None = None, device=None, workers: int = 0,
                 prefetch: int = 4) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -146,6 +146,28 @@ def fit_temperature(logits, labels, max_iter: int = 100) -> float:
     return float(log_t.detach().exp())
 
 
+def fit_prior_weight(logits, labels, prior, *, temperature: float = 1.0, max_weight: float = 3.0) -> float:
+    """The exponent w in [0, max_weight] that minimises the NLL of softmax(logits / T + w log prior).
+
+    The external log-prior of a model trained on uniform classes (Baggett et al. 2026): fit it on
+    validation patterns drawn from the distribution the prior describes (a real database's validation
+    split, say), after the temperature. w = 1 is the Bayes correction from uniform training classes to
+    the prior; w = 0 means the prior does not help. Classes of prior 0 are treated as 1e-12.
+    """
+    from scipy.optimize import minimize_scalar
+
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64) / temperature
+    target = torch.as_tensor(np.asarray(labels), dtype=torch.long) - 1
+    log_prior = torch.log(torch.as_tensor(np.asarray(prior), dtype=torch.float64).clamp_min(1e-12))
+    if log_prior.shape != (logits.shape[1],):
+        raise ValueError(f"prior has shape {tuple(log_prior.shape)}, the logits {logits.shape[1]} classes")
+
+    def nll(weight: float) -> float:
+        return float(torch.nn.functional.cross_entropy(logits + weight * log_prior, target))
+
+    return float(minimize_scalar(nll, bounds=(0.0, max_weight), method="bounded", options={"xatol": 1e-4}).x)
+
+
 def predictions_table(probabilities, space_groups, kind: str, top: int = 5) -> pd.DataFrame:
     """One row per pattern: true label, the top predictions and their probabilities."""
     probabilities = np.asarray(probabilities)

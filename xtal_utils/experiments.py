@@ -374,3 +374,90 @@ def score_on(model: torch.nn.Module, tests: dict[str, TestSet], kind: str, *, de
         if kind == "space_group":
             out[f"{name}_sg_top1"] = 100 * s["space_group_top1"]
     return out
+
+
+@dataclass(frozen=True)
+class StreamRecipe:
+    """How a classifier for measured patterns is trained on the fresh-crystal stream.
+
+    Fresh random crystals, balanced over extinction groups, with a share of a real database's training
+    structures mixed into every batch; realism augmentations and impurity phases on every pattern; the
+    real database's class frequencies kept out of the training data's balance and applied afterwards as
+    a separate, calibrated log-prior (:func:`xtal_utils.evaluate.fit_prior_weight`), which a user can
+    turn off.
+    """
+
+    kind: str = "space_group"
+    steps: int = 18_000  # optimiser steps; patterns seen = steps x batch_size
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    intensity: str = "log"  # how the model scales intensities first (inside the model)
+    database_share: float = 0.25  # share of each batch taken from the database's training split
+    impurity: tuple | None = (0.3, (0.05, 0.3))  # probability of a second phase, and its height range
+    augmentation: Augmentation = REALISTIC
+    prior_smoothing: float = 1.0  # pseudo-count per class of the database prior
+    seed: int = 0
+
+
+def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalSet, splits: dict, *,
+                            evaluate_fn=None, eval_every: int = 0, progress: bool = True, device=None) -> dict:
+    """Train (or resume, or reuse from the cache) a classifier by ``recipe``; calibrate it.
+
+    Args:
+        recipe: the :class:`StreamRecipe`.
+        grid: the training grid (its ``fwhm`` is the base peak width before augmentation).
+        database: a real database (:func:`amcsd_set`); ``splits['train']`` is mixed into the stream,
+            ``splits['validation']`` fits the prior's weight, and the class prior comes from the train split.
+        evaluate_fn, eval_every: as in :func:`xtal_utils.train.fit_stream` (a learning curve).
+        progress: a progress bar over the steps.
+
+    Returns:
+        dict with ``model`` (eval mode, BatchNorm statistics re-estimated on 32 stream batches),
+        ``temperature`` (fitted on 2,048 stream patterns of another seed), ``prior`` (the database's
+        smoothed class frequencies), ``prior_weight`` (fitted on the augmented validation split),
+        ``seconds`` and ``data_seconds`` of training, ``curve`` and ``key``.
+    """
+    from xtal_utils.datasets import CrystalStream
+    from xtal_utils.models import ResNet1d
+    from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
+
+    device = default_device(device)
+    key = {"recipe": {**dataclasses.asdict(recipe), "augmentation": augmentation_key(recipe.augmentation)},
+           "grid": dataclasses.asdict(grid), "database": database.key, "train": _digest(splits["train"]),
+           "simulator": SIMULATOR_VERSION, "model": "ResNet1d"}
+    folder = cache_dir("stream_models", key)
+    train_structures = database.structures[np.asarray(splits["train"])]
+
+    def stream(seed: int, batch_size: int = recipe.batch_size):
+        return CrystalStream(grid.simulator("cpu"), recipe.kind, seed=seed, batch_size=batch_size,
+                             augmentation=recipe.augmentation, database=train_structures,
+                             database_share=recipe.database_share, impurity=recipe.impurity)
+
+    model = ResNet1d(n_classes(recipe.kind), intensity=recipe.intensity)
+    torch.manual_seed(recipe.seed)
+    config = StreamConfig(steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                          label_smoothing=recipe.label_smoothing, seed=recipe.seed, eval_every=eval_every,
+                          checkpoint_every=min(500, recipe.steps), progress=progress, device=device)
+    state = fit_stream(model, stream(recipe.seed), config, evaluate=evaluate_fn, checkpoint=folder / "checkpoint.pt")
+    model = recalibrate_batchnorm(model, stream(recipe.seed + 10**6).batches(start=0, stop=32, device=device)).eval()
+
+    logits, labels = [], []
+    with torch.no_grad():  # the temperature, on the training distribution (another seed)
+        for x, y in stream(recipe.seed + 2 * 10**6, 256).batches(start=0, stop=8, device=device):
+            logits.append(model(x).float().cpu())
+            labels.append(y.cpu())
+    temperature = evaluate.fit_temperature(torch.cat(logits).numpy(), torch.cat(labels).numpy() + 1)
+
+    train_sg = database.space_groups[np.asarray(splits["train"])]
+    prior = evaluate.frequency_prior(train_sg, recipe.kind, smoothing=recipe.prior_smoothing)
+    validation = np.asarray(splits["validation"])
+    val_patterns = augmented_patterns(database, grid, validation, recipe.augmentation, seed=recipe.seed)
+    val_source = PatternSource(val_patterns, database.space_groups[validation], recipe.kind)
+    val_logits = predict(model, val_source, device=device)
+    prior_weight = evaluate.fit_prior_weight(val_logits, val_source.targets.numpy() + 1, prior,
+                                             temperature=temperature)
+    return {"model": model, "temperature": temperature, "prior": prior, "prior_weight": prior_weight,
+            "seconds": state["seconds"], "data_seconds": state["data_seconds"], "curve": state["curve"],
+            "key": key, "n_database_train": len(train_structures)}

@@ -54,7 +54,7 @@ def combine(model_eg: np.ndarray, match_eg: np.ndarray | None, best_similarity: 
     return weight * match_eg + (1 - weight) * model_eg, "match"
 
 
-def answer(classifier, two_theta, intensity, *, wavelength: float, library=None, use_prior: bool = False,
+def answer(classifier, two_theta, intensity, *, wavelength: float, library=None, use_prior: bool | None = None,
            threshold: float = MATCH_THRESHOLD, weight: float = MATCH_WEIGHT, top_matches: int = TOP_MATCHES,
            source="pattern") -> Answer:
     """Classify one pattern with ``classifier`` and, when a library is given, search-match it too."""
@@ -74,7 +74,7 @@ def prepare(classifier, library, two_theta, intensity, *, wavelength: float, sou
     return inputs, variants(two_theta, intensity, library.settings, wavelength=wavelength, source=source)
 
 
-def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, library=None, use_prior: bool = False,
+def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, library=None, use_prior: bool | None = None,
             threshold: float = MATCH_THRESHOLD, weight: float = MATCH_WEIGHT,
             top_matches: int = TOP_MATCHES) -> list[Answer]:
     """The answers for prepared patterns (batch, n_points) and their variants (batch, n_variants, m), in
@@ -150,12 +150,16 @@ def summary_row(item: dict) -> dict:
             "similarity": f"{match['similarity']:.3f}" if match else "", "error": item["error"] or ""}
 
 
+def _prior_on(classifier, requested: bool | None) -> bool:
+    return classifier.prior_default if requested is None else requested
+
+
 def format_one(item: dict, classifier, args) -> str:
     """The text answer for one file."""
     lines = [f"file:  {item['file']}  ({item['wavelength']:g} A, {args.radiation})",
              f"model: {classifier.path}  ({classifier.kind}, {classifier.two_theta_range[0]:g}-"
              f"{classifier.two_theta_range[1]:g} deg at {classifier.wavelength:g} A, T = {classifier.temperature:.3g}"
-             f"{', with prior' if args.prior else ''})", ""]
+             f"{', with prior' if _prior_on(classifier, args.prior) else ''})", ""]
     if item["matches"]:
         best = item["matches"][0]
         if item["trust"] == "match":
@@ -213,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path, metavar="PATH", help="write one row per file to PATH ('-': stdout)")
     parser.add_argument("--model", type=Path, help=f"classifier file (default: {DEFAULT_MODEL.name}, or the "
                                                    "neutron model for --radiation neutron)")
-    parser.add_argument("--prior", action="store_true", help="weight by the classifier's class prior")
+    parser.add_argument("--prior", action=argparse.BooleanOptionalAction, default=None,
+                        help="weight the model's answer by the classifier's class prior (default: as the classifier "
+                             "file says; --no-prior for a sample unlike the database's usual minerals)")
     parser.add_argument("--no-match", action="store_true", help="skip the search-match against AMCSD")
     parser.add_argument("--library", type=Path, help="search-match library file (default: AMCSD, built once)")
     parser.add_argument("--threshold", type=float, default=MATCH_THRESHOLD,
@@ -231,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         classifier = load_classifier(args.model or DEFAULT_MODELS[args.radiation])
     except (FileNotFoundError, ValueError) as error:
         fail(error)
+    if args.prior and classifier.prior is None:
+        fail(f"{classifier.path}: the classifier has no class prior; leave --prior out")
     if classifier.radiation != args.radiation:
         fail(f"{classifier.path}: the classifier was trained on {classifier.radiation} patterns and cannot "
              f"classify a {args.radiation} pattern; give a {args.radiation} model")
