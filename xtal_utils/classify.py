@@ -176,9 +176,13 @@ class Classifier:
         probabilities = self.probabilities_of(patterns, use_prior=use_prior)
         return probabilities[0] if np.ndim(intensity) == 1 else probabilities
 
+    def uses_prior(self, requested: bool | None = None) -> bool:
+        """Whether the prior is applied: as ``requested``, or the file's ``prior_default`` when None."""
+        return self.prior_default if requested is None else requested
+
     def probabilities_of(self, patterns: np.ndarray, *, use_prior: bool | None = None) -> np.ndarray:
         """Class probabilities (batch, n_classes) of patterns already on the grid (:meth:`prepare`)."""
-        use_prior = self.prior_default if use_prior is None else use_prior
+        use_prior = self.uses_prior(use_prior)
         if use_prior and self.prior is None:
             raise ValueError(f"{self.path or 'this classifier'}: has no prior; leave use_prior off")
         logits = torch.as_tensor(self.logits(patterns), dtype=torch.float64) / self.temperature

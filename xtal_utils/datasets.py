@@ -10,6 +10,7 @@ each rank takes every ``world_size``-th sample of the same permutation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -217,10 +218,6 @@ class CrystalStream:
         in a million) is replaced by a new random crystal of the same space group, drawn from ``key``, so
         that a long run never stops on one and the batch stays a function of (seed, step).
         """
-        from xtal_utils.crystals import laue_symmetry_of, sample_crystals
-        from xtal_utils.structures import StructureBatch
-
-        options = {k: v for k, v in self.sample_options.items() if k not in ("balance", "weights", "space_groups")}
         for attempt in range(8):
             generator = torch.Generator(device=self.simulator.device)
             generator.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
@@ -231,14 +228,21 @@ class CrystalStream:
                 bad = [i for i in range(len(crystals)) if not self._simulates(crystals[[i]])]
                 if not bad or attempt == 7:
                     raise
-            rows = [crystals[[i]] for i in range(len(crystals))]
-            for i in bad:
-                rows[i] = sample_crystals(1, seed=(*key, 7, attempt, i), space_groups=[int(crystals.space_group[i])],
-                                          **options)
-            fresh = laue_symmetry_of(np.array([int(r.space_group[0]) for r in rows]))
-            symmetry = tuple(np.where(np.isin(np.arange(len(rows)), bad).reshape((-1,) + (1,) * (a.ndim - 1)), f, a)
-                             for a, f in zip(symmetry, fresh))
-            crystals = StructureBatch.concatenate(rows)
+            crystals, symmetry = self._replace(crystals, symmetry, bad, (*key, 7, attempt))
+
+    def _replace(self, crystals, symmetry, bad: list[int], seed: tuple):
+        """``crystals`` and ``symmetry`` with rows ``bad`` replaced by new random crystals of their space groups."""
+        from xtal_utils.crystals import laue_symmetry_of, sample_crystals
+        from xtal_utils.structures import StructureBatch
+
+        options = {k: v for k, v in self.sample_options.items() if k not in ("balance", "weights", "space_groups")}
+        rows = [crystals[[i]] for i in range(len(crystals))]
+        symmetry = tuple(np.array(part, copy=True) for part in symmetry)
+        for i in bad:
+            rows[i] = sample_crystals(1, seed=(*seed, i), space_groups=[int(crystals.space_group[i])], **options)
+            for part, new in zip(symmetry, laue_symmetry_of(rows[i].space_group)):
+                part[i] = new[0]
+        return StructureBatch.concatenate(rows), symmetry
 
     def _simulates(self, crystal) -> bool:
         try:
@@ -249,8 +253,6 @@ class CrystalStream:
 
     def _add_impurities(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """``x`` with a second phase added to a random subset of its patterns, rescaled to a maximum of 1."""
-        import dataclasses
-
         probability, (low, high) = self.impurity
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, step, 4]))
         rows = np.flatnonzero(rng.random(len(x)) < probability)

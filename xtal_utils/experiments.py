@@ -435,8 +435,8 @@ def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalS
                              augmentation=recipe.augmentation, database=train_structures,
                              database_share=recipe.database_share, impurity=recipe.impurity)
 
+    torch.manual_seed(recipe.seed)  # the initial weights
     model = ResNet1d(n_classes(recipe.kind), intensity=recipe.intensity)
-    torch.manual_seed(recipe.seed)
     config = StreamConfig(steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
                           label_smoothing=recipe.label_smoothing, seed=recipe.seed, eval_every=eval_every,
                           checkpoint_every=min(500, recipe.steps), progress=progress, device=device)

@@ -150,16 +150,12 @@ def summary_row(item: dict) -> dict:
             "similarity": f"{match['similarity']:.3f}" if match else "", "error": item["error"] or ""}
 
 
-def _prior_on(classifier, requested: bool | None) -> bool:
-    return classifier.prior_default if requested is None else requested
-
-
 def format_one(item: dict, classifier, args) -> str:
     """The text answer for one file."""
     lines = [f"file:  {item['file']}  ({item['wavelength']:g} A, {args.radiation})",
              f"model: {classifier.path}  ({classifier.kind}, {classifier.two_theta_range[0]:g}-"
              f"{classifier.two_theta_range[1]:g} deg at {classifier.wavelength:g} A, T = {classifier.temperature:.3g}"
-             f"{', with prior' if _prior_on(classifier, args.prior) else ''})", ""]
+             f"{', with prior' if classifier.uses_prior(args.prior) else ''})", ""]
     if item["matches"]:
         best = item["matches"][0]
         if item["trust"] == "match":
