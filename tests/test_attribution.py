@@ -189,3 +189,18 @@ def test_positions_do_not_depend_on_the_setting():
     assert other.space_group == 14 and len(one.absent) > 0
     np.testing.assert_allclose(one.allowed, other.allowed, atol=1e-3)
     np.testing.assert_allclose(one.absent, other.absent, atol=1e-3)
+
+
+def test_in_model_space_keeps_the_logits_and_scales_the_input():
+    torch.manual_seed(0)
+    model = ResNet1d(99, intensity="log").eval()
+    patterns = np.random.default_rng(0).random((3, 256)).astype(np.float32) ** 4
+    bare, scaled = at.in_model_space(model, patterns)
+    with torch.no_grad():
+        before = model(torch.from_numpy(patterns)[:, None])
+        after = bare(torch.from_numpy(scaled)[:, None])
+    torch.testing.assert_close(before, after)
+    assert bare.config.intensity == "linear" and model.config.intensity == "log"  # the model is left as it was
+    assert np.all(np.diff(scaled[0][np.argsort(patterns[0])]) >= 0)  # a monotone rescaling
+    linear = ResNet1d(99)
+    assert at.in_model_space(linear, patterns)[0] is linear

@@ -68,3 +68,23 @@ def test_frequency_prior_scores_the_majority_class():
     scores = evaluate.score(np.tile(prior, (3, 1)), test, "space_group")
     assert scores["space_group_top1"] == pytest.approx(1 / 3)  # only the P2_1/c pattern
     assert labels_of(test, "space_group").tolist() == [14, 2, 225]
+
+
+def test_train_on_stream_caches_its_model_and_counts_what_it_saw(amcsd):
+    import torch
+
+    run = ex.StreamRun(steps=4, batch_size=8, pool_batches=2, seed=3)
+    model, info = ex.train_on_stream(run, GRID, progress=False)
+    assert info["patterns_seen"] == 32 and info["distinct_crystals"] == 16 == run.distinct_crystals
+    again, info2 = ex.train_on_stream(run, GRID, progress=False)  # from the cache, not retrained
+    assert info2 == info
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not again.training
+    # a real database instead of random crystals: the distinct crystals are the database rows given
+    _, info3 = ex.train_on_stream(ex.StreamRun(steps=2, batch_size=8), GRID, database=amcsd, index=np.arange(20),
+                                  progress=False)
+    assert info3["distinct_crystals"] == 20 and info3["key"] != info["key"]
+    test = ex.TestSet("t", np.asarray(amcsd.patterns(GRID)[:10]), amcsd.space_groups[:10])
+    probabilities, scores = ex.score_test(model, test, "extinction_group")
+    assert probabilities.shape == (10, 99) and 0.0 <= scores["extinction_group_top1"] <= 1.0

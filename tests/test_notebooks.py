@@ -83,16 +83,24 @@ def test_every_notebook_has_a_smoke_test():
 @pytest.mark.notebook
 def test_02_sg_vs_ext():
     m = _run("02_sg_vs_ext")
-    for prefix in ("eg_model_extinction_group", "sg_model_collapsed_extinction_group", "sg_model_space_group",
-                   "prior_extinction_group"):
-        _check_topk(m, prefix)
-    assert m["split_leakage"] == 0.0  # grouped split of the de-duplicated table
-    assert m["n_train"] > m["n_test"] > 0
-    assert m["n_seeds"] == load_preset("smoke")["n_seeds"] == len(m["runs"]) // 2
-    assert m["collapsed_minus_eg_top1"] == pytest.approx(
-        m["sg_model_collapsed_extinction_group_top1"] - m["eg_model_extinction_group_top1"])
-    for run in m["runs"]:  # a space-group model is also scored in space-group space; an EG model is not
-        assert ("space_group_top1" in run) == (run["model"] == "space_group")
+    smoke = load_preset("smoke")
+    for suffix in ("", "_fresh"):
+        for prefix in ("eg_model_extinction_group", "sg_model_collapsed_extinction_group", "sg_model_space_group"):
+            t1, t3, t5 = (m[f"{prefix}_top{k}{suffix}"] for k in (1, 3, 5))
+            assert 0.0 <= t1 <= t3 <= t5 <= 1.0
+        assert m[f"collapsed_minus_eg_top1{suffix}"] == pytest.approx(
+            m[f"sg_model_collapsed_extinction_group_top1{suffix}"] - m[f"eg_model_extinction_group_top1{suffix}"])
+        assert m[f"eg_model_extinction_group_top1{suffix}_sweep_std"] >= 0.0
+    assert m["chance_top1"] == pytest.approx(1 / 99)
+    assert m["n_test"]["fresh"] == smoke["fresh_test"] and 0 < m["n_test"]["from_random"] <= 99 * smoke["test_per_group"]
+    assert m["patterns_main"] == smoke["stream_steps"] * smoke["batch_size"]
+    assert m["patterns_sweep"] == smoke["sweep_steps"] * smoke["batch_size"]
+    # per label: one main run and n_seeds spread runs, each scored on both test sets
+    assert len(m["runs"]) == 2 * (1 + smoke["n_seeds"]) * 2
+    assert {r["seed"] for r in m["runs"] if r["budget"] == "sweep"} == set(range(smoke["n_seeds"]))
+    assert 0.0 <= m["sg_right_given_eg_right_multi"] <= 1.0 and 0.0 < m["sg_chance_given_eg_right_multi"] <= 0.5
+    for row in m["within_eg"]:
+        assert row["chance"] == pytest.approx(1 / row["members"]) and 0.0 <= row["mean"] <= 1.0
 
 
 @pytest.mark.notebook
@@ -111,23 +119,45 @@ def test_03_duplicates():
 @pytest.mark.notebook
 def test_04_bias():
     m = _run("04_bias")
-    for trained in ("biased", "balanced"):
+    smoke = load_preset("smoke")
+    for trained in ("biased", "balanced", "prior"):
         for tested in ("biased", "balanced"):
             _check_topk(m, f"{trained}_on_{tested}")
+    for k in (1, 3, 5):
+        assert m[f"finding_margin_top{k}"] == pytest.approx(m[f"balanced_on_biased_top{k}"] - m[f"biased_on_balanced_top{k}"])
+        assert m[f"finding_margin_top{k}_sweep_std"] >= 0.0
     assert m["slides_finding_holds"] == (m["biased_on_balanced_top1"] < m["balanced_on_biased_top1"])
-    assert m["finding_margin_top1"] == pytest.approx(m["balanced_on_biased_top1"] - m["biased_on_balanced_top1"])
-    assert m["n_train"] > 0 and m["n_test_balanced"] > 0 and m["n_test_biased"] > 0
+    assert m["n_train_biased"] > 0 and m["n_test_balanced"] > 0 and m["n_test_biased"] > 0
+    assert m["patterns_main"] == smoke["stream_steps"] * smoke["batch_size"]
+    assert len(m["runs"]) == 2 * (1 + smoke["n_seeds"]) * 2  # two models, main and spread runs, two test sets
+    # the balanced main model is notebook 02's extinction-group model (the same cache entry) when 02 ran first
+    path = RUNS / "02_sg_vs_ext" / "smoke" / "metrics.json"
+    if path.exists():
+        assert m["balanced_on_balanced_top1"] == pytest.approx(
+            json.loads(path.read_text())["eg_model_extinction_group_top1"])
 
 
 @pytest.mark.notebook
 def test_05_scaling():
     m = _run("05_scaling")
-    assert m["sizes"] == sorted(m["sizes"]) and len(m["sizes"]) == len(load_preset("smoke")["scaling_sizes"])
+    smoke = load_preset("smoke")
+    assert m["crystals"] == sorted(smoke["scaling_crystals"])
+    assert m["patterns_seen"] == smoke["sweep_steps"] * smoke["batch_size"]
     for short in ("resnet", "transformer"):
         _check_topk(m, f"{short}_largest")
+        _check_topk(m, f"{short}_stream")
         assert m[f"{short}_parameters"] > 0
+        assert list(m[f"{short}_top1_by_crystals"]) == [str(n) for n in sorted(smoke["scaling_crystals"])]
+        plateau = m[f"{short}_plateau_crystals"]
+        assert plateau is None or plateau in smoke["scaling_crystals"]
     assert {r["architecture"] for r in m["runs"]} == {"ResNet1d", "Transformer1d"}
-    assert all(r["epochs"] >= load_preset("smoke")["epochs"] for r in m["runs"])
+    # each architecture: one model per pool and one on the unlimited stream, every one at the same budget
+    assert len(m["runs"]) == 2 * (len(smoke["scaling_crystals"]) + 1)
+    for r in m["runs"]:
+        if r["pool"] == "pool":
+            assert r["passes"] == pytest.approx(m["patterns_seen"] / r["crystals"])
+        else:
+            assert r["crystals"] == m["patterns_seen"]
 
 
 @pytest.mark.notebook
@@ -136,9 +166,12 @@ def test_06_resolution():
     smoke = load_preset("smoke")
     assert sorted(map(int, m["top1_by_points"])) == sorted(smoke["resolution_points"])
     assert sorted(map(float, m["top1_by_fwhm"])) == sorted(smoke["resolution_fwhms"])
-    for run in m["runs"]:
-        _check_topk(run, "extinction_group")
+    for key in ("top1_by_points", "top1_by_fwhm"):
+        assert all(0.0 <= v <= m[key.replace("top1", "top5")][n] <= 1.0 for n, v in m[key].items())
     assert m["top1_coarsest_grid"] == m["top1_by_points"][str(min(smoke["resolution_points"]))]
+    assert m["grid_range_top1"] == pytest.approx(max(m["top1_by_points"].values()) - min(m["top1_by_points"].values()))
+    assert m["n_seeds"] == smoke["n_seeds"] == len(m["spread"]) and m["seed_sd_top1"] >= 0.0
+    assert m["patterns_seen"] == smoke["sweep_steps"] * smoke["batch_size"]
 
 
 @pytest.mark.notebook
@@ -199,12 +232,8 @@ def test_07_interpretability():
         assert m[f"peak_enrichment_{name}"] > 1.0
         assert m[f"absent_enrichment_{name}"] < 0.5
     assert m["pattern_peak_enrichment"] > 1.0 and m["pattern_absent_enrichment"] < 0.5
-    # the same seed-0 models as notebook 02, when 02 ran at this preset before
-    path = RUNS / "02_sg_vs_ext" / "smoke" / "metrics.json"
+    # the same main extinction-group model and AMCSD test split as notebook 04's balanced model
+    path = RUNS / "04_bias" / "smoke" / "metrics.json"
     if path.exists():
-        runs = {(r["model"], r["seed"]): r for r in json.loads(path.read_text())["runs"]}
-        if ("extinction_group", 0) in runs:
-            assert m["eg_model_extinction_group_top1"] == pytest.approx(
-                runs["extinction_group", 0]["extinction_group_top1"])
-            assert m["sg_model_collapsed_extinction_group_top1"] == pytest.approx(
-                runs["space_group", 0]["extinction_group_top1"])
+        assert m["eg_model_extinction_group_top1"] == pytest.approx(
+            json.loads(path.read_text())["balanced_on_biased_top1"])

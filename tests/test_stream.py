@@ -213,3 +213,35 @@ def test_a_crystal_without_reflections_is_replaced_not_fatal():
     assert torch.isfinite(x).all() and torch.allclose(x.amax(dim=2), torch.ones(8, 1))
     assert np.array_equal(y.numpy()[4:] + 1, [database.space_group[0]] * 4)  # same space group, a new crystal
     assert torch.equal(x, stream.batch(0)[0])
+
+
+def test_a_pool_cycles_a_fixed_set_of_crystals_in_a_new_order_each_pass():
+    simulator = PowderSimulator(n_points=256)
+    pool = CrystalStream(simulator, "extinction_group", seed=5, batch_size=8, pool_batches=3)
+    used = [pool.crystal_batch(step) for step in range(12)]
+    for start in range(0, 12, 3):  # every pass uses each pool batch once
+        assert sorted(used[start: start + 3]) == [0, 1, 2]
+    assert len({tuple(used[s: s + 3]) for s in range(0, 12, 3)}) > 1  # and the order changes between passes
+    # a pool batch is batch c of the endless stream with the same seed, whichever step draws it
+    endless = CrystalStream(simulator, "extinction_group", seed=5, batch_size=8)
+    for step in range(6):
+        a, b = pool.crystals(step), endless.crystals(used[step])
+        assert np.array_equal(a.lattice, b.lattice) and np.array_equal(a.space_group, b.space_group)
+    x, y = pool.batch(0)
+    step = next(s for s in range(3, 6) if used[s] == used[0])
+    x2, y2 = pool.batch(step)
+    assert torch.equal(x, x2) and torch.equal(y, y2)  # clean patterns: the same crystals give the same batch
+    assert all(endless.crystal_batch(s) == s for s in range(5))  # without a pool nothing changes
+    with pytest.raises(ValueError, match="pool_batches"):
+        CrystalStream(simulator, "extinction_group", seed=5, pool_batches=0)
+
+
+def test_a_database_share_of_one_streams_only_the_database():
+    simulator = PowderSimulator(n_points=256)
+    database = _database()
+    stream = CrystalStream(simulator, "space_group", seed=2, batch_size=16, database=database, database_share=1.0)
+    batch = stream.crystals(0)
+    stored = {tuple(np.round(row.ravel(), 6)) for row in database.lattice}
+    assert all(tuple(np.round(row.ravel(), 6)) in stored for row in batch.lattice)
+    x, y = stream.batch(0)
+    assert x.shape == (16, 1, 256) and np.array_equal(y.numpy() + 1, batch.space_group)

@@ -14,10 +14,16 @@ A zero baseline makes Integrated Gradients proportional to the input (attributio
 gradient), so it cannot credit 2-theta where the pattern is zero, such as an empty absent position.
 Saliency (the gradient itself) has no such restriction: it says where a change of intensity would move
 the logit. Compare the two before reading anything into absent positions.
+
+A model that rescales intensities first (``intensity='log'``) is explained in that scaled space
+(:func:`in_model_space`): the logarithm's steep foot would otherwise put most of the Integrated
+Gradients path integral into a sliver near zero intensity, where a finite number of steps misses it.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -25,6 +31,7 @@ import numpy as np
 import torch
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
+from xtal_utils.models import scale_intensity
 from xtal_utils.symmetry import systematically_absent
 
 METHODS = ("integrated_gradients", "saliency")
@@ -37,6 +44,22 @@ COINCIDENT_TWO_THETA = 1e-4  # degrees; reflections closer than this fall on one
 # logits; a relative error of a near-zero logit change says nothing about convergence, so changes smaller
 # than this are judged against it
 LOGIT_FLOOR = 0.1
+
+
+def in_model_space(model: torch.nn.Module, patterns) -> tuple[torch.nn.Module, np.ndarray]:
+    """``model`` without its own intensity scaling, and ``patterns`` scaled as it scales them.
+
+    ``copy(scaled)`` gives the same logits as ``model(patterns)``; attributions of the copy are per unit
+    of scaled intensity, the input the network's layers see. A model that scales linearly comes back as is.
+    """
+    scale = getattr(getattr(model, "config", None), "intensity", "linear")
+    patterns = np.asarray(patterns, dtype=np.float32)
+    if scale == "linear":
+        return model, patterns
+    bare = copy.deepcopy(model)
+    bare.config = dataclasses.replace(bare.config, intensity="linear")
+    scaled = scale_intensity(torch.from_numpy(patterns)[:, None, :], scale)[:, 0].numpy()
+    return bare, scaled
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -143,13 +143,18 @@ class CrystalStream:
             probability) scaled to a maximum of ``low`` to ``high`` of the main phase's strongest peak.
             The second phase's peaks have the same profile augmentations but no background or noise of
             their own; the label stays the main phase's.
+        pool_batches: optional ``P``: a finite training set of ``P * batch_size`` distinct random
+            crystals instead of an endless stream. Batch ``step`` then holds the crystals of pool batch
+            ``c`` (drawn as batch ``c`` of the endless stream would be), where ``c`` runs through a new
+            permutation of ``0 .. P-1`` in every pass over the pool: the pool's batches keep their
+            composition and change their order (for data-scaling experiments).
     """
 
     def __init__(self, simulator, kind: str, *, seed: int, batch_size: int = 64, augmentation=None,
                  balance: str = "extinction_group", weights=None, space_groups=None,
                  crystal_options: dict | None = None, sin2theta_channel: bool = False,
                  database=None, database_share: float = 0.0,
-                 impurity: tuple[float, tuple[float, float]] | None = None):
+                 impurity: tuple[float, tuple[float, float]] | None = None, pool_batches: int | None = None):
         self.simulator = simulator
         self.kind = kind
         self.seed = int(seed)
@@ -176,6 +181,9 @@ class CrystalStream:
             if not (0 <= probability <= 1 and 0 < low <= high):
                 raise ValueError(f"impurity must be (probability in [0, 1], (low, high) with 0 < low <= high), got {impurity}")
         self.impurity = impurity
+        if pool_batches is not None and int(pool_batches) < 1:
+            raise ValueError(f"pool_batches must be at least 1, got {pool_batches}")
+        self.pool_batches = None if pool_batches is None else int(pool_batches)
 
     @property
     def in_channels(self) -> int:
@@ -183,7 +191,16 @@ class CrystalStream:
 
     def crystals(self, step: int):
         """The StructureBatch of batch ``step`` (random crystals first, then any database rows)."""
-        return self._draw(self.batch_size, (self.seed, int(step)))[0]
+        return self._draw(self.batch_size, (self.seed, self.crystal_batch(step)))[0]
+
+    def crystal_batch(self, step: int) -> int:
+        """Which batch of crystals step ``step`` uses: ``step`` itself, or its pool batch (``pool_batches``)."""
+        step = int(step)
+        if self.pool_batches is None:
+            return step
+        n_pass, position = divmod(step, self.pool_batches)
+        order = np.random.default_rng(np.random.SeedSequence([self.seed, n_pass, 8])).permutation(self.pool_batches)
+        return int(order[position])
 
     def _draw(self, n: int, seed: tuple):
         """``n`` crystals and their Laue symmetry: random ones, and database rows in their share."""
@@ -191,17 +208,21 @@ class CrystalStream:
         from xtal_utils.structures import StructureBatch
 
         n_database = int(round(self.database_share * n)) if self.database is not None else 0
-        fresh = sample_crystals(n - n_database, seed=seed, **self.sample_options)
-        symmetry = laue_symmetry_of(fresh.space_group)
+        if n_database < n:
+            fresh = sample_crystals(n - n_database, seed=seed, **self.sample_options)
+            symmetry = laue_symmetry_of(fresh.space_group)
         if n_database == 0:
             return fresh, symmetry
         rows = np.random.default_rng(np.random.SeedSequence([*seed, 3])).integers(0, len(self.database), n_database)
-        batch = StructureBatch.concatenate([fresh, self.database[rows]])
-        return batch, tuple(np.concatenate([a, b[rows]]) for a, b in zip(symmetry, self._database_symmetry))
+        stored = self.database[rows], tuple(part[rows] for part in self._database_symmetry)
+        if n_database == n:  # database_share 1: a real database's distribution, streamed with replacement
+            return stored
+        batch = StructureBatch.concatenate([fresh, stored[0]])
+        return batch, tuple(np.concatenate([a, b]) for a, b in zip(symmetry, stored[1]))
 
     def batch(self, step: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` of batch ``step``: x (batch, channels, n_points) float32, y (batch,) class indices."""
-        crystals, symmetry = self._draw(self.batch_size, (self.seed, int(step)))
+        crystals, symmetry = self._draw(self.batch_size, (self.seed, self.crystal_batch(step)))
         crystals, x = self._simulate(crystals, symmetry, self.augmentation, (self.seed, int(step), 1))
         if self.impurity is not None:
             x = self._add_impurities(x, int(step))

@@ -461,3 +461,104 @@ def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalS
     return {"model": model, "temperature": temperature, "prior": prior, "prior_weight": prior_weight,
             "seconds": state["seconds"], "data_seconds": state["data_seconds"], "curve": state["curve"],
             "key": key, "n_database_train": len(train_structures)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's models trained on a stream: fresh random crystals, a finite pool of them, or a database
+
+
+@dataclass(frozen=True)
+class StreamRun:
+    """One model trained on :class:`~xtal_utils.datasets.CrystalStream` batches, by a budget of steps.
+
+    The defaults are the recipe of ``models/balanced-reference.pt`` (benchmarks/learning_curve.py):
+    clean patterns, log intensities, label smoothing 0.1, 11,500 steps of 64 fresh crystals.
+    """
+
+    kind: str = "extinction_group"
+    steps: int = 11_500  # optimiser steps; patterns seen = steps x batch_size
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    model: str = "ResNet1d"
+    model_options: tuple = (("intensity", "log"),)  # (name, value) pairs for the model's class
+    pool_batches: int | None = None  # a finite pool of pool_batches x batch_size crystals; None = fresh ones
+    seed: int = 0  # the stream's and the initial weights' seed
+
+    @property
+    def patterns_seen(self) -> int:
+        return self.steps * self.batch_size
+
+    @property
+    def distinct_crystals(self) -> int:
+        """Distinct crystals the model can see: the pool, or every pattern of the stream."""
+        return self.patterns_seen if self.pool_batches is None else self.pool_batches * self.batch_size
+
+
+def train_on_stream(run: StreamRun, grid: Grid, *, database: CrystalSet | None = None, index=None,
+                    progress: bool = True, device=None) -> tuple[torch.nn.Module, dict]:
+    """Train (or resume, or load from the cache) the model of ``run`` on clean patterns on ``grid``.
+
+    Args:
+        run: the :class:`StreamRun`.
+        grid: radiation, 2-theta grid and peak width of the patterns.
+        database, index: train on ``database.structures[index]`` instead of random crystals (drawn with
+            replacement, so with the database's class distribution), e.g. AMCSD's training split.
+        progress: a progress bar over the steps.
+
+    Returns:
+        The model in eval mode (its BatchNorm statistics re-estimated on 32 batches of another seed), and
+        ``{'seconds', 'data_seconds', 'patterns_seen', 'distinct_crystals', 'parameters', 'key'}``.
+        The model and this dict are cached in ``data/cache/stream_runs/<key>/``; an interrupted run
+        resumes from its checkpoint there.
+    """
+    from xtal_utils.datasets import CrystalStream
+    from xtal_utils.models import build_model, model_spec, n_parameters
+    from xtal_utils.train import StreamConfig, fit_stream, load_checkpoint, recalibrate_batchnorm
+
+    device = default_device(device)
+    structures = None if database is None else database.structures[np.asarray(index)]
+    key = {"run": dataclasses.asdict(run), "grid": dataclasses.asdict(grid), "simulator": SIMULATOR_VERSION,
+           "database": None if database is None else {"crystals": database.key, "index": _digest(index)}}
+    folder = cache_dir("stream_runs", key)
+    if (folder / "model.pt").exists():
+        saved = load_checkpoint(folder / "model.pt", device)
+        model = build_model(saved["model_spec"])
+        model.load_state_dict(saved["model_state"])
+        return model.to(device).eval(), saved["info"]
+
+    def stream(seed: int):
+        return CrystalStream(grid.simulator("cpu"), run.kind, seed=seed, batch_size=run.batch_size,
+                             database=structures, database_share=0.0 if structures is None else 1.0,
+                             pool_batches=run.pool_batches)
+
+    torch.manual_seed(run.seed)  # the initial weights
+    model = MODELS[run.model](n_classes(run.kind), **dict(run.model_options))
+    config = StreamConfig(steps=run.steps, lr=run.lr, weight_decay=run.weight_decay,
+                          label_smoothing=run.label_smoothing, seed=run.seed,
+                          checkpoint_every=min(500, run.steps), progress=progress, device=device)
+    state = fit_stream(model, stream(run.seed), config, checkpoint=folder / "checkpoint.pt")
+    # BatchNorm statistics from the training distribution: the same pool or database, another seed's order
+    model = recalibrate_batchnorm(model, stream(run.seed + 10**6).batches(start=0, stop=32, device=device),
+                                  n_batches=32).eval()
+    info = {"seconds": state["seconds"], "data_seconds": state["data_seconds"], "patterns_seen": run.patterns_seen,
+            "distinct_crystals": run.distinct_crystals if structures is None else len(structures),
+            "parameters": n_parameters(model), "key": cache_key(key), "device": device}
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save({"model_spec": model_spec(model), "model_state": model.state_dict(), "info": info}, tmp)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    return model, info
+
+
+def score_test(model: torch.nn.Module, test: TestSet, kind: str, *, device=None) -> tuple[np.ndarray, dict]:
+    """Probabilities of ``model`` on ``test`` and their scores (:func:`xtal_utils.evaluate.score`, fractions)."""
+    source = PatternSource(test.patterns, test.space_groups, kind)
+    probabilities = evaluate.softmax(predict(model, source, device=default_device(device)))
+    return probabilities, evaluate.score(probabilities, test.space_groups, kind)
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of a sequence of numbers."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0

@@ -37,7 +37,12 @@ def load_preset(preset: str) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in PARAMS.glob("*.yaml"))
         raise SystemExit(f"unknown preset {preset!r}: no {path}; known presets: {', '.join(known)}")
-    return yaml.safe_load(path.read_text()) or {}
+    params = yaml.safe_load(path.read_text()) or {}
+    # A notebook run by hand with ``papermill -f <preset>.yaml`` takes its preset's name from the file:
+    # without it the notebook's default would file the results under another preset's runs.
+    if params.get("preset") != preset:
+        raise SystemExit(f"{path} must set 'preset: {preset}', got {params.get('preset')!r}")
+    return params
 
 
 def _hide_unknown_parameter_notes(record: logging.LogRecord) -> bool:
