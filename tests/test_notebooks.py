@@ -237,3 +237,16 @@ def test_07_interpretability():
     if path.exists():
         assert m["eg_model_extinction_group_top1"] == pytest.approx(
             json.loads(path.read_text())["balanced_on_biased_top1"])
+
+
+def test_readme_findings_table_is_the_one_the_committed_runs_give():
+    """Every number of the README's findings table comes from runs/*/cpu/metrics.json: regenerate it with
+    ``xtal-study --findings`` after a run, and this test fails until the README is updated."""
+    from xtal_utils.paths import ROOT
+    from xtal_utils.study import findings_table
+
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- findings: start -->", "<!-- findings: end -->"
+    assert start in readme and end in readme, "the README lost its findings markers"
+    block = readme.split(start)[1].split(end)[0].strip()
+    assert block == findings_table("cpu")
