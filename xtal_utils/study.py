@@ -2,6 +2,7 @@
 
     xtal-study --preset cpu            # what `make study` does
     xtal-study --preset smoke --only 00 03
+    xtal-study --findings              # the README's findings table, from the cpu runs' metrics
 
 Each notebook is executed into ``runs/<slug>/<preset>/executed.ipynb`` (never in place) with the
 values of ``notebooks/params/<preset>.yaml`` that its parameters cell declares. The notebook itself
@@ -80,40 +81,6 @@ def summarise(preset: str) -> pd.DataFrame:
     (RESULTS / preset).mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS / preset / "summary.csv", index=False)
     return table
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu", help="notebooks/params/<preset>.yaml (default: cpu)")
-    parser.add_argument("--only", nargs="*", help="notebook numbers or slugs to run (default: all)")
-    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
-    parser.add_argument("--findings", action="store_true",
-                        help="print the README's findings table from the runs at --preset, and run nothing")
-    args = parser.parse_args(argv)
-    if args.findings:
-        print(findings_table(args.preset))
-        return 0
-
-    params = load_preset(args.preset)
-    notebooks = numbered_notebooks(args.only)
-    if not notebooks:
-        raise SystemExit(f"no notebook matches {args.only}")
-    start = time.perf_counter()
-    for i, notebook in enumerate(notebooks, 1):
-        t0 = time.perf_counter()
-        print(f"[{i}/{len(notebooks)}] {notebook.name} at preset {args.preset} ...", flush=True)
-        run_notebook(notebook, args.preset, params, log_output=args.log_output)
-        print(f"      done in {time.perf_counter() - t0:.0f} s", flush=True)
-    summary = summarise(args.preset)
-    print(f"study at preset {args.preset}: {len(notebooks)} notebooks in "
-          f"{(time.perf_counter() - start) / 60:.1f} min; {len(summary)} metrics in "
-          f"{RESULTS / args.preset / 'summary.csv'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # ---------------------------------------------------------------------------------------------
 # The slides' findings, each with our number from the committed runs and a verdict by a stated rule
@@ -232,3 +199,37 @@ def findings_table(preset: str = "cpu") -> str:
         lines.append(f"| {row['finding']} | {row['notebook']} | {row['slides']} | {row['nist']} | {row['ours']} | "
                      f"**{row['verdict']}** ({row['rule']}) |")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu", help="notebooks/params/<preset>.yaml (default: cpu)")
+    parser.add_argument("--only", nargs="*", help="notebook numbers or slugs to run (default: all)")
+    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    parser.add_argument("--findings", action="store_true",
+                        help="print the README's findings table from the runs at --preset, and run nothing")
+    args = parser.parse_args(argv)
+    if args.findings:
+        print(findings_table(args.preset))
+        return 0
+
+    params = load_preset(args.preset)
+    notebooks = numbered_notebooks(args.only)
+    if not notebooks:
+        raise SystemExit(f"no notebook matches {args.only}")
+    start = time.perf_counter()
+    for i, notebook in enumerate(notebooks, 1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(notebooks)}] {notebook.name} at preset {args.preset} ...", flush=True)
+        run_notebook(notebook, args.preset, params, log_output=args.log_output)
+        print(f"      done in {time.perf_counter() - t0:.0f} s", flush=True)
+    summary = summarise(args.preset)
+    print(f"study at preset {args.preset}: {len(notebooks)} notebooks in "
+          f"{(time.perf_counter() - start) / 60:.1f} min; {len(summary)} metrics in "
+          f"{RESULTS / args.preset / 'summary.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
