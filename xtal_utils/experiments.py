@@ -517,6 +517,8 @@ def train_on_stream(run: StreamRun, grid: Grid, *, database: CrystalSet | None =
     from xtal_utils.models import build_model, model_spec, n_parameters
     from xtal_utils.train import StreamConfig, fit_stream, load_checkpoint, recalibrate_batchnorm
 
+    if (database is None) != (index is None):
+        raise ValueError("train_on_stream takes a database and the index of its training rows together")
     device = default_device(device)
     structures = None if database is None else database.structures[np.asarray(index)]
     key = {"run": dataclasses.asdict(run), "grid": dataclasses.asdict(grid), "simulator": SIMULATOR_VERSION,
