@@ -363,12 +363,9 @@ def stream_test_sets(grid: Grid, *, fresh: int = 1980, from_random_per_group: in
 def score_on(model: torch.nn.Module, tests: dict[str, TestSet], kind: str, *, device=None,
              batch_size: int = 256) -> dict[str, float]:
     """``{'<test>_eg_top1': ..., '<test>_eg_top5': ...}`` (percent) of ``model`` on each test set."""
-    device = default_device(device)
     out = {}
     for name, test in tests.items():
-        source = PatternSource(test.patterns, test.space_groups, kind)
-        p = evaluate.softmax(predict(model, source, batch_size=batch_size, device=device))
-        s = evaluate.score(p, test.space_groups, kind)
+        s = score_test(model, test, kind, device=device, batch_size=batch_size)[1]
         out[f"{name}_eg_top1"] = 100 * s["extinction_group_top1"]
         out[f"{name}_eg_top5"] = 100 * s["extinction_group_top5"]
         if kind == "space_group":
@@ -553,10 +550,11 @@ def train_on_stream(run: StreamRun, grid: Grid, *, database: CrystalSet | None =
     return model, info
 
 
-def score_test(model: torch.nn.Module, test: TestSet, kind: str, *, device=None) -> tuple[np.ndarray, dict]:
+def score_test(model: torch.nn.Module, test: TestSet, kind: str, *, device=None,
+               batch_size: int = 256) -> tuple[np.ndarray, dict]:
     """Probabilities of ``model`` on ``test`` and their scores (:func:`xtal_utils.evaluate.score`, fractions)."""
     source = PatternSource(test.patterns, test.space_groups, kind)
-    probabilities = evaluate.softmax(predict(model, source, device=default_device(device)))
+    probabilities = evaluate.softmax(predict(model, source, batch_size=batch_size, device=default_device(device)))
     return probabilities, evaluate.score(probabilities, test.space_groups, kind)
 
 
