@@ -37,44 +37,69 @@ from learning_curve import RESULTS, provenance  # noqa: E402
 RRUFF_WAVELENGTH = 1.5418
 
 
-def rruff_scores(classifier, *, threshold: float, amcsd_limit=None) -> dict:
-    """EG top-1/top-5 (percent) of every answer on RRUFF dev, on all patterns and by close twin."""
-    from xtal_utils import evaluate, identify, search_match, symmetry
+def rruff_inputs(*, threshold: float, amcsd_limit=None) -> dict:
+    """RRUFF dev and its search-match against AMCSD: the patterns, the true extinction groups, the
+    search-match's extinction-group scores and which patterns have a close twin (best similarity >=
+    ``threshold``)."""
+    from xtal_utils import search_match, symmetry
     from xtal_utils.paths import DATA
 
     rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")
     two_theta, measured = rruff["two_theta"], rruff["intensity"].astype(np.float64)
-    truth = rruff["space_group"].astype(int)
     settings = search_match.SearchSettings()
     library = search_match.amcsd_library(settings, limit=amcsd_limit)
     queries = np.stack([search_match.variants(two_theta, row, settings, wavelength=RRUFF_WAVELENGTH, source="rruff_dev")
                         for row in measured])
     similarity = library.similarities(queries)
     best = similarity.max(axis=1)
-    known = best >= threshold
-    match_eg = library.extinction_group_scores(similarity)
+    return {"two_theta": two_theta, "measured": measured, "space_group": rruff["space_group"].astype(int),
+            "extinction_group": symmetry.extinction_groups(rruff["space_group"].astype(int)),
+            "match_eg": library.extinction_group_scores(similarity), "best": best, "known": best >= threshold,
+            "threshold": threshold}
 
-    def eg(p):
-        return symmetry.collapse_to_extinction_groups(p) if p.shape[1] == symmetry.N_SPACE_GROUPS else p
 
-    answers = {}
-    for use_prior in (False, True):
-        p = eg(classifier.probabilities(two_theta, measured, wavelength=RRUFF_WAVELENGTH, use_prior=use_prior,
-                                        source="rruff_dev"))
-        answers["model" + (" with prior" if use_prior else "")] = p
-    answers["search-match"] = match_eg
-    for name in ("model", "model with prior"):
+def model_eg(classifier, rruff: dict, *, use_prior: bool | None) -> np.ndarray:
+    """(454, 99) a classifier's extinction-group probabilities for the RRUFF dev patterns."""
+    from xtal_utils import symmetry
+
+    p = classifier.probabilities(rruff["two_theta"], rruff["measured"], wavelength=RRUFF_WAVELENGTH,
+                                 use_prior=use_prior, source="rruff_dev")
+    return symmetry.collapse_to_extinction_groups(p) if p.shape[1] == symmetry.N_SPACE_GROUPS else p
+
+
+def score_answers(answers: dict, rruff: dict) -> dict:
+    """EG top-1/top-5 (percent) of each answer (name: (454, 99) probabilities), on all patterns and by
+    close twin, beside search-match and the final answer (``identify.combine``) of each model."""
+    from xtal_utils import evaluate, identify
+
+    truth, known, match_eg, best = rruff["space_group"], rruff["known"], rruff["match_eg"], rruff["best"]
+    answers = dict(answers)
+    for name in [n for n in answers if n.startswith("model")]:
         answers[f"final ({name})"] = np.stack([identify.combine(answers[name][i], match_eg[i], best[i],
-                                                                threshold=threshold)[0] for i in range(len(truth))])
-    answers["frequency prior"] = np.tile(eg(classifier.prior[None]), (len(truth), 1))
+                                                                threshold=rruff["threshold"])[0]
+                                               for i in range(len(truth))])
+    answers["search-match"] = match_eg
     subsets = {"all": np.ones(len(truth), bool), "close twin": known, "no close twin": ~known}
-    out = {"n": len(truth), "n_close_twin": int(known.sum()), "threshold": threshold, "scores": {}}
+    out = {"n": len(truth), "n_close_twin": int(known.sum()), "threshold": rruff["threshold"], "scores": {}}
     for name, p in answers.items():
         for subset, rows in subsets.items():
             s = evaluate.score(p[rows], truth[rows], "extinction_group")
             out["scores"][f"{name} | {subset}"] = {"top1": 100 * s["extinction_group_top1"],
                                                    "top5": 100 * s["extinction_group_top5"]}
     return out
+
+
+def rruff_scores(classifier, *, threshold: float, amcsd_limit=None) -> dict:
+    """EG top-1/top-5 (percent) of every answer on RRUFF dev, on all patterns and by close twin."""
+    from xtal_utils import symmetry
+
+    rruff = rruff_inputs(threshold=threshold, amcsd_limit=amcsd_limit)
+    answers = {"model": model_eg(classifier, rruff, use_prior=False),
+               "model with prior": model_eg(classifier, rruff, use_prior=True)}
+    prior = classifier.prior if classifier.prior.shape[0] == 99 else symmetry.collapse_to_extinction_groups(
+        classifier.prior[None])[0]
+    answers["frequency prior"] = np.tile(prior[None], (len(rruff["known"]), 1))
+    return score_answers(answers, rruff)
 
 
 def main() -> None:

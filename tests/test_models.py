@@ -152,6 +152,27 @@ def test_train_cached_reuses_the_model(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("models/*/done.json"))) == 2
 
 
+def test_train_and_score_does_not_depend_on_what_ran_before(tmp_path, monkeypatch):
+    """The initial weights come from the run's seed, not from the global generator's state (a notebook's
+    first model once differed between a run that simulated its patterns and one that read them)."""
+    import xtal_utils.config as config_module
+    from xtal_utils.experiments import train_and_score
+
+    x, sg = _toy_patterns(4, [14, 2])
+    train = PatternSource(x, sg, "extinction_group")
+    config = TrainConfig(epochs=1, batch_size=4, progress=False, seed=5)
+    weights = []
+    for i, before in enumerate((0, 123)):
+        monkeypatch.setattr(config_module, "CACHE", tmp_path / str(i))  # no cache shared between the two
+        torch.manual_seed(before)
+        torch.rand(10)
+        trained = train_and_score(train, train, {}, kind="extinction_group", data_key={"toy": 1}, config=config,
+                                  model_options=SMALL[ResNet1d])
+        weights.append(trained.model.state_dict())
+    for a, b in zip(weights[0].values(), weights[1].values()):
+        assert torch.equal(a, b)
+
+
 def test_simulated_source_draws_new_augmentations_each_epoch():
     from xtal_utils.datasets import SimulatedSource
     from xtal_utils.diffraction import Augmentation, PowderSimulator

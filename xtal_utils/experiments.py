@@ -270,6 +270,7 @@ def train_and_score(train, validation, tests: dict, *, kind: str, data_key: dict
         model, model_options: the architecture.
         name: recorded in the cache.
     """
+    torch.manual_seed(config.seed)  # the initial weights: a run must not depend on what ran before it
     net = build(model, kind, **(model_options or {}))
     net, history = train_cached(net, train, validation, config, data=data_key, name=name)
     probabilities, scores = {}, {}
