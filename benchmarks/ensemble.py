@@ -32,9 +32,9 @@ THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8)
 
 def geometric_mean(probabilities: list[np.ndarray]) -> np.ndarray:
     """The normalised geometric mean of (batch, classes) probabilities."""
-    log = np.mean([np.log(np.clip(p, 1e-12, None)) for p in probabilities], axis=0)
-    out = np.exp(log - log.max(axis=1, keepdims=True))
-    return out / out.sum(axis=1, keepdims=True)
+    from xtal_utils.evaluate import softmax
+
+    return softmax(np.mean([np.log(np.clip(p, 1e-12, None)) for p in probabilities], axis=0))
 
 
 def novel_margins(answers: dict, rruff: dict, *, boot: int = 2000, seed: int = 0) -> list[dict]:

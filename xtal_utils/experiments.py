@@ -251,8 +251,10 @@ class Trained:
     n_train: int
 
 
-def build(model: str, kind: str, **options) -> torch.nn.Module:
-    """A fresh model of class ``model`` ('ResNet1d' or 'Transformer1d') with one output per class."""
+def build(model: str, kind: str, *, seed: int, **options) -> torch.nn.Module:
+    """A fresh model of class ``model`` ('ResNet1d' or 'Transformer1d') with one output per class, its
+    initial weights drawn after ``torch.manual_seed(seed)``: a run never depends on what ran before it."""
+    torch.manual_seed(seed)
     return MODELS[model](n_classes(kind), **options)
 
 
@@ -270,8 +272,7 @@ def train_and_score(train, validation, tests: dict, *, kind: str, data_key: dict
         model, model_options: the architecture.
         name: recorded in the cache.
     """
-    torch.manual_seed(config.seed)  # the initial weights: a run must not depend on what ran before it
-    net = build(model, kind, **(model_options or {}))
+    net = build(model, kind, seed=config.seed, **(model_options or {}))
     net, history = train_cached(net, train, validation, config, data=data_key, name=name)
     probabilities, scores = {}, {}
     for test_name, test in tests.items():
@@ -418,7 +419,6 @@ def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalS
         ``seconds`` and ``data_seconds`` of training, ``curve`` and ``key``.
     """
     from xtal_utils.datasets import CrystalStream
-    from xtal_utils.models import ResNet1d
     from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
 
     device = default_device(device)
@@ -433,8 +433,7 @@ def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalS
                              augmentation=recipe.augmentation, database=train_structures,
                              database_share=recipe.database_share, impurity=recipe.impurity)
 
-    torch.manual_seed(recipe.seed)  # the initial weights
-    model = ResNet1d(n_classes(recipe.kind), intensity=recipe.intensity)
+    model = build("ResNet1d", recipe.kind, seed=recipe.seed, intensity=recipe.intensity)
     config = StreamConfig(steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
                           label_smoothing=recipe.label_smoothing, seed=recipe.seed, eval_every=eval_every,
                           checkpoint_every=min(500, recipe.steps), progress=progress, device=device)
@@ -533,8 +532,7 @@ def train_on_stream(run: StreamRun, grid: Grid, *, database: CrystalSet | None =
                              database=structures, database_share=0.0 if structures is None else 1.0,
                              pool_batches=run.pool_batches)
 
-    torch.manual_seed(run.seed)  # the initial weights
-    model = MODELS[run.model](n_classes(run.kind), **dict(run.model_options))
+    model = build(run.model, run.kind, seed=run.seed, **dict(run.model_options))
     config = StreamConfig(steps=run.steps, lr=run.lr, weight_decay=run.weight_decay,
                           label_smoothing=run.label_smoothing, seed=run.seed,
                           checkpoint_every=min(500, run.steps), progress=progress, device=device)

@@ -206,9 +206,8 @@ def train_cached(model: nn.Module, train_source, val_source, config: TrainConfig
     The checkpoint lives in ``data/cache/models/<key>/`` where the key hashes the model spec, the
     training config and ``data`` (a description of the training data precise enough to tell two data
     sets apart, e.g. their own cache keys). An interrupted run resumes from its last epoch. The caller
-    draws the model's initial weights after ``torch.manual_seed(config.seed)``, as
-    :func:`xtal_utils.experiments.train_and_score` does, so that a run never depends on what ran before
-    it in the process; the key's ``init`` marks this, and models cached before it are trained again.
+    draws the model's initial weights from ``config.seed`` (:func:`xtal_utils.experiments.build`); the
+    key's ``init`` marks this, so that models cached before it are trained again.
 
     Returns:
         The trained model (best weights, eval mode) and its history.
