@@ -1,11 +1,15 @@
 """Do two classifiers trained on different data answer measured patterns better together? Scored on RRUFF dev.
 
-    .venv/bin/python benchmarks/ensemble.py models/xtal-classify-xray.pt data/cache/stream_candidate.pt
+    .venv/bin/python benchmarks/ensemble.py models/xtal-classify-xray.pt      # the shipped ensemble's members
+    .venv/bin/python benchmarks/ensemble.py models/xtal-classify-xray.pt data/cache/stream_candidate_2048.pt
 
-The second file is the stream-trained candidate of ``benchmarks/stream_classifier.py`` (its command is in
+An ensemble file stands for its members, each scored alone and all together.
+
+The second file is the stream-trained member of ``benchmarks/stream_classifier.py`` (its command is in
 ``benchmarks/results/stream_classifier.json``). Each classifier answers with its own default prior
-setting; the ensemble is the normalised geometric mean of their extinction-group probabilities, which
-needs no weight to be fitted. Every answer is scored as in ``stream_classifier.py``: on the 454 RRUFF
+setting; the ensemble is :class:`xtal_utils.classify.Ensemble`, the one ``xtal-classify`` ships: the
+normalised geometric mean of the members' probabilities (in space groups when every member predicts
+them), which needs no weight to be fitted. Every answer is scored as in ``stream_classifier.py``: on the 454 RRUFF
 dev patterns, and apart on those with and without a close AMCSD twin, beside search-match and the final
 answer of ``xtal-classify`` with that model. The margin over search-match's top-1 on the patterns
 without a close twin (the measured-patterns issue asks for 10 points) is given with a 90% bootstrap
@@ -30,13 +34,6 @@ from stream_classifier import model_eg, rruff_inputs, score_answers  # noqa: E40
 THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8)
 
 
-def geometric_mean(probabilities: list[np.ndarray]) -> np.ndarray:
-    """The normalised geometric mean of (batch, classes) probabilities."""
-    from xtal_utils.evaluate import softmax
-
-    return softmax(np.mean([np.log(np.clip(p, 1e-12, None)) for p in probabilities], axis=0))
-
-
 def novel_margins(answers: dict, rruff: dict, *, boot: int = 2000, seed: int = 0) -> list[dict]:
     """Top-1 of each model minus search-match's, on the patterns below each twin threshold, with a
     90% bootstrap interval over those patterns."""
@@ -58,22 +55,26 @@ def novel_margins(answers: dict, rruff: dict, *, boot: int = 2000, seed: int = 0
 
 
 def main() -> None:
-    from xtal_utils.classify import load_classifier
+    from xtal_utils.classify import Ensemble, load_classifier
     from xtal_utils.identify import MATCH_THRESHOLD
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", type=Path, nargs="+", help="classifier files (two or more)")
+    parser.add_argument("models", type=Path, nargs="+", help="classifier or ensemble files")
     parser.add_argument("--threshold", type=float, default=MATCH_THRESHOLD)
     parser.add_argument("--tag", default="ensemble", help="results go to benchmarks/results/<tag>.json")
     args = parser.parse_args()
-    if len(args.models) < 2:
-        parser.error("give two or more classifier files")
 
     rruff = rruff_inputs(threshold=args.threshold)
-    answers = {}
+    members, names = [], []
     for path in args.models:
-        answers[f"model: {path.name}"] = model_eg(load_classifier(path, device="cpu"), rruff, use_prior=None)
-    answers["model: ensemble"] = geometric_mean(list(answers.values()))
+        loaded = load_classifier(path, device="cpu")
+        parts = loaded.members if isinstance(loaded, Ensemble) else [loaded]
+        members += parts
+        names += [f"{path.name} member {i + 1}" for i in range(len(parts))] if len(parts) > 1 else [path.name]
+    if len(members) < 2:
+        parser.error("give two or more classifiers (an ensemble file counts as its members)")
+    answers = {f"model: {name}": model_eg(member, rruff, use_prior=None) for name, member in zip(names, members)}
+    answers["model: ensemble"] = model_eg(Ensemble(members), rruff, use_prior=None)
     result = {"provenance": provenance(sys.argv), "models": [str(p) for p in args.models],
               "rruff_dev": score_answers(answers, rruff), "novel_margins": novel_margins(answers, rruff)}
     for name, s in result["rruff_dev"]["scores"].items():

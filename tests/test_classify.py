@@ -1,5 +1,6 @@
 """The shipped-classifier file, classify(), and the xtal-classify command, on tiny untrained models."""
 
+import dataclasses
 import importlib
 import json
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from xtal_utils import symmetry
-from xtal_utils.classify import Classifier, classify, load_classifier, main, save_classifier
+from xtal_utils.classify import Classifier, Ensemble, classify, load_classifier, main, save_classifier, save_ensemble
 from xtal_utils.models import ResNet1d
 from xtal_utils.paths import ROOT
 from xtal_utils.patterns import to_d_spacing, to_two_theta
@@ -497,3 +498,90 @@ def test_the_package_itself_is_the_call(sg_path):
     table = xtal_utils.classify(two_theta, intensity, model=sg_path, top=3)
     assert table.equals(classify(two_theta, intensity, model=sg_path, top=3))
     assert xtal_utils.classify.load_classifier is not None  # still the module
+
+
+# --- an ensemble of classifiers in one file ---------------------------------------------------
+
+
+def _member(n_points, kind="space_group", seed=0, **settings):
+    network = _network(symmetry.n_classes(kind), seed=seed)
+    return Classifier(network.eval(), kind, (5.0, 90.0), n_points, CU, "xray", **settings)
+
+
+def test_ensemble_is_the_geometric_mean_of_its_members_each_on_its_own_grid(tmp_path):
+    prior = np.linspace(1.0, 2.0, 230)
+    coarse = _member(256, temperature=1.5, metadata={"name": "coarse"})
+    fine = _member(512, seed=1, prior=prior / prior.sum(), prior_weight=0.5, prior_default=True)
+    path = save_ensemble(tmp_path / "pair.pt", [coarse, fine], metadata={"combination": "geometric mean"})
+    assert [p.name for p in tmp_path.iterdir()] == ["pair.pt"]  # written atomically
+    ensemble = load_classifier(path)
+    assert isinstance(ensemble, Ensemble) and ensemble.path == path
+    assert ensemble.kind == "space_group" and ensemble.n_points == 256  # the first member's grid
+    assert ensemble.metadata == {"combination": "geometric mean"} and ensemble.members[0].metadata == {"name": "coarse"}
+    assert [m.n_points for m in ensemble.members] == [256, 512] and ensemble.members[1].prior_weight == 0.5
+    two_theta, intensity = _pattern()
+    for use_prior in (None, False, True):
+        p = [m.probabilities(two_theta, intensity, wavelength=CU, use_prior=use_prior if m.prior is not None else False)
+             for m in (coarse, fine)]
+        expected = np.sqrt(p[0] * p[1])
+        got = ensemble.probabilities(two_theta, intensity, wavelength=CU, use_prior=use_prior)
+        np.testing.assert_allclose(got, expected / expected.sum(), rtol=1e-5, atol=1e-12)
+    assert ensemble.uses_prior() and not ensemble.uses_prior(False)
+    assert ensemble.prepare(two_theta, intensity, wavelength=CU).shape == (1, 256 + 512)
+    # the table and the command take an ensemble as they take one classifier
+    table = classify(two_theta, intensity, model=path, top=3)
+    assert table["kind"].tolist() == ["extinction_group"] * 3 + ["space_group"] * 3
+    np.testing.assert_allclose(table["probability"].iloc[3], ensemble.probabilities(
+        two_theta, intensity, wavelength=CU).max(), rtol=1e-6)
+
+
+def test_ensemble_of_mixed_kinds_answers_in_extinction_groups(tmp_path):
+    ensemble = Ensemble([_member(256), _member(256, "extinction_group", seed=2)])
+    assert ensemble.kind == "extinction_group" and ensemble.n_classes == 99
+    two_theta, intensity = _pattern()
+    p_sg = ensemble.members[0].probabilities(two_theta, intensity, wavelength=CU)
+    p_eg = ensemble.members[1].probabilities(two_theta, intensity, wavelength=CU)
+    expected = np.sqrt(symmetry.collapse_to_extinction_groups(p_sg[None])[0] * p_eg)
+    np.testing.assert_allclose(ensemble.probabilities(two_theta, intensity, wavelength=CU),
+                               expected / expected.sum(), rtol=1e-5, atol=1e-12)
+
+
+def test_a_class_that_one_member_rules_out_stays_out():
+    prior = np.ones(230)
+    prior[:5] = 0.0  # P1 ... C2 impossible for the second member
+    ensemble = Ensemble([_member(256), _member(256, seed=1, prior=prior / prior.sum(), prior_default=True)])
+    p = ensemble.probabilities(*_pattern(), wavelength=CU)
+    assert (p[:5] == 0).all() and p.sum() == pytest.approx(1.0)
+
+
+def test_ensemble_refuses_what_cannot_answer_together(tmp_path):
+    with pytest.raises(ValueError, match="two or more"):
+        save_ensemble(tmp_path / "one.pt", [_member(256)])
+    neutron = dataclasses.replace(_member(256), radiation="neutron")
+    with pytest.raises(ValueError, match="radiations differ"):
+        save_ensemble(tmp_path / "mixed.pt", [_member(256), neutron])
+    with pytest.raises(ValueError, match="one radiation"):
+        Ensemble([_member(256), neutron])
+    torch.save({"format": "xtal-classifier-ensemble/1", "members": [], "metadata": {}}, tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match="empty.pt"):
+        load_classifier(tmp_path / "empty.pt")
+    state = torch.load(save_ensemble(tmp_path / "pair.pt", [_member(256), _member(256, seed=1)]), weights_only=True)
+    del state["members"][1]["state_dict"]
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match=r"broken.pt \(member 2\)"):
+        load_classifier(tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="columns"):
+        Ensemble([_member(256), _member(256, seed=1)]).probabilities_of(np.zeros((1, 256)))
+
+
+def test_command_with_an_ensemble_file(tmp_path, capsys):
+    path = save_ensemble(tmp_path / "pair.pt", [_member(256), _member(512, seed=1)])
+    pattern = _write_xy(tmp_path / "good.xy", *_pattern())
+    main([str(pattern), "--model", str(path), "--no-match"])
+    out = capsys.readouterr().out
+    assert "geometric mean of 2" in out and "model (space groups)" in out
+    main([str(pattern), "--model", str(path), "--no-match", "--json", "--top", "2"])
+    (report,) = _lines(capsys.readouterr().out)
+    expected = classify(*_pattern(), model=path, top=2)
+    np.testing.assert_allclose([r["probability"] for r in report["model"]],
+                               expected[expected["kind"] == "extinction_group"]["probability"])

@@ -182,13 +182,18 @@ def test_08_measured():
     m = _run("08_measured")
     smoke = load_preset("smoke")
     assert m["n_measured"] == smoke["rruff_limit"]
-    for prefix in ("shipped_eg", "prior_eg", "shipped_sg", "prior_sg", "augmented_balanced_eg_prior_eg"):
+    for prefix in ("shipped_eg", "prior_eg", "shipped_sg", "prior_sg", "augmented_balanced_eg_prior_eg",
+                   "amcsd_member_eg", "stream_member_eg", "amcsd_member_sg", "stream_member_sg"):
         _check_topk(m, prefix)
     assert m["margin_eg_top5"] == pytest.approx(m["shipped_eg_top5"] - m["prior_eg_top5"])
-    assert m["temperature"] > 0 and 0 <= m["ece_calibrated"] <= 1
+    assert m["temperature"] > 0 and 0 <= m["ece_calibrated"] <= 1 and 0 <= m["ece_shipped"] <= 1
+    # the shipped ensemble: the member trained here, then the committed stream member
     classifier = load_classifier(resolve(smoke["model_dir"]) / "xtal-classify-xray.pt")
-    assert classifier.kind == "space_group" and classifier.temperature == pytest.approx(m["temperature"])
+    first, second = classifier.members
+    assert classifier.kind == "space_group" and first.temperature == pytest.approx(m["temperature"])
+    assert first.n_points == smoke["n_points"] and second.n_points == load_classifier(resolve("models/xtal-classify-xray-stream.pt")).n_points
     assert classifier.metadata["rruff_dev_eg_top5"] == pytest.approx(m["shipped_eg_top5"])
+    assert first.metadata["rruff_dev_eg_top5"] == pytest.approx(m["amcsd_member_eg_top5"])
     assert (resolve(smoke["model_dir"]) / "MODEL_CARD.md").exists()
     # search-match, the split by close twin, the final answer
     assert m["n_close_twin"] + m["n_novel"] == m["n_measured"]

@@ -6,8 +6,12 @@ it predicts (``kind``), the grid it was trained on (``two_theta_min``, ``two_the
 ``wavelength``, ``radiation``), its calibration ``temperature`` (1.0 = uncalibrated), an optional
 ``prior`` over its classes with its exponent ``prior_weight`` and whether it is applied by default
 (``prior_default``; files written before these two keys read as 1 and off), whether it takes a
-sin^2(theta) channel, and ``metadata`` (training data, preset, date, device, accuracies). :func:`save_classifier` writes one; notebook 08_measured writes the
-default, ``models/xtal-classify-xray.pt``.
+sin^2(theta) channel, and ``metadata`` (training data, preset, date, device, accuracies).
+:func:`save_classifier` writes one. An ensemble file (:func:`save_ensemble`, ``format``
+``xtal-classifier-ensemble/1``) holds the contents of two or more such files under ``members``, with
+``metadata`` of its own; :func:`load_classifier` reads either kind, and returns a :class:`Classifier`
+or an :class:`Ensemble`, which answer alike. Notebook 08_measured writes the default,
+``models/xtal-classify-xray.pt``, an ensemble.
 
 A pattern is prepared as the training patterns were: negative intensities clipped to 0, moved onto
 the model's grid through the d-spacing when its wavelength differs
@@ -43,6 +47,7 @@ from xtal_utils.patterns import MIN_COVERAGE, PatternFileError, check_pattern, r
 from xtal_utils.paths import MODELS
 
 FORMAT = "xtal-classifier/1"  # written into every file; a reader refuses other formats
+ENSEMBLE_FORMAT = "xtal-classifier-ensemble/1"  # a file of several classifiers that answer together
 DEFAULT_MODEL = MODELS / "xtal-classify-xray.pt"
 DEFAULT_MODELS = {"xray": DEFAULT_MODEL, "neutron": MODELS / "xtal-classify-neutron.pt"}
 BATCH_SIZE = 256  # patterns per forward pass; bounds memory for long batches
@@ -180,6 +185,12 @@ class Classifier:
         """Whether the prior is applied: as ``requested``, or the file's ``prior_default`` when None."""
         return self.prior_default if requested is None else requested
 
+    def describe(self, use_prior: bool | None = None) -> str:
+        """One line on what answers: kind, grid, temperature, and whether the prior is applied."""
+        return (f"{self.kind}, {self.two_theta_range[0]:g}-{self.two_theta_range[1]:g} deg on {self.n_points} "
+                f"points at {self.wavelength:g} A, T = {self.temperature:.3g}"
+                f"{', with prior' if self.prior is not None and self.uses_prior(use_prior) else ''}")
+
     def probabilities_of(self, patterns: np.ndarray, *, use_prior: bool | None = None) -> np.ndarray:
         """Class probabilities (batch, n_classes) of patterns already on the grid (:meth:`prepare`)."""
         use_prior = self.uses_prior(use_prior)
@@ -189,6 +200,94 @@ class Classifier:
         if use_prior and self.prior_weight > 0:  # a class of prior 0 keeps probability 0
             logits = logits + self.prior_weight * torch.log(torch.as_tensor(self.prior, dtype=torch.float64))
         return torch.softmax(logits, dim=1).numpy()
+
+
+@dataclass
+class Ensemble:
+    """Several classifiers of one radiation that answer together, read from one file (:func:`save_ensemble`).
+
+    Each member prepares the pattern on its own grid and answers with its own temperature and prior
+    setting. The ensemble's probabilities are the normalised geometric mean of the members' (the softmax
+    of their mean log-probability), which needs no weights fitted: in space groups when every member
+    predicts space groups (so the ensemble gives space groups too, and extinction groups by summing them),
+    else in extinction groups, a space-group member's probabilities summed within each group first.
+    A class that any member rules out (probability 0, from a prior of 0) stays ruled out.
+
+    The first member's grid is the ensemble's own: a search-match library is built on it
+    (:func:`xtal_utils.search_match.settings_for`), and a pattern must cover every member's grid.
+
+    Attributes:
+        members: the classifiers, in the order of the file.
+        metadata: about the ensemble as a whole (training, choice of members, scores).
+        path: the file it was read from, if any.
+    """
+
+    members: list[Classifier]
+    metadata: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self):
+        if len(self.members) < 2 or len({m.radiation for m in self.members}) > 1:
+            raise ValueError(f"{self.path or 'an ensemble'}: needs two or more members of one radiation")
+
+    kind = property(lambda self: "space_group" if all(m.kind == "space_group" for m in self.members)
+                    else "extinction_group", doc="'space_group' when every member predicts space groups")
+    n_classes = property(lambda self: symmetry.n_classes(self.kind))
+    radiation = property(lambda self: self.members[0].radiation)
+    two_theta_range = property(lambda self: self.members[0].two_theta_range)
+    n_points = property(lambda self: self.members[0].n_points)
+    wavelength = property(lambda self: self.members[0].wavelength)
+    two_theta = property(lambda self: self.members[0].two_theta)
+    min_coverage = property(lambda self: max(m.min_coverage for m in self.members))
+    device = property(lambda self: self.members[0].device)
+
+    @property
+    def prior(self) -> np.ndarray | None:
+        """The members' priors in the ensemble's label space, combined as their answers are; None
+        when no member has one."""
+        priors = [self._in_kind(m.prior[None], m.kind) for m in self.members if m.prior is not None]
+        return self._geometric_mean(np.stack(priors))[0] if priors else None
+
+    def uses_prior(self, requested: bool | None = None) -> bool:
+        """Whether any member applies its prior, as ``requested`` or by its file's default when None."""
+        return any(m.prior is not None and m.uses_prior(requested) for m in self.members)
+
+    def describe(self, use_prior: bool | None = None) -> str:
+        """One line on what answers: the members, their grids and calibration."""
+        return f"geometric mean of {len(self.members)}: " + "; ".join(
+            m.describe(use_prior) for m in self.members)
+
+    def prepare(self, two_theta, intensity, *, wavelength: float, source="pattern") -> np.ndarray:
+        """The pattern on every member's grid, side by side: (batch, sum of the members' n_points)."""
+        return np.concatenate([m.prepare(two_theta, intensity, wavelength=wavelength, source=source)
+                               for m in self.members], axis=1)
+
+    def probabilities_of(self, patterns: np.ndarray, *, use_prior: bool | None = None) -> np.ndarray:
+        """Class probabilities (batch, n_classes) of patterns from :meth:`prepare`."""
+        bounds = np.cumsum([0] + [m.n_points for m in self.members])
+        if patterns.shape[1] != bounds[-1]:
+            raise ValueError(f"patterns must have {bounds[-1]} columns (see Ensemble.prepare), got {patterns.shape[1]}")
+        answers = [self._in_kind(m.probabilities_of(patterns[:, start:stop],
+                                                    use_prior=use_prior if m.prior is not None else False), m.kind)
+                   for m, start, stop in zip(self.members, bounds[:-1], bounds[1:])]
+        return self._geometric_mean(np.stack(answers))
+
+    def probabilities(self, two_theta, intensity, *, wavelength: float, use_prior: bool | None = None,
+                      source="pattern") -> np.ndarray:
+        """As :meth:`Classifier.probabilities`: (n_classes,) for one pattern, or (batch, n_classes)."""
+        patterns = self.prepare(two_theta, intensity, wavelength=wavelength, source=source)
+        probabilities = self.probabilities_of(patterns, use_prior=use_prior)
+        return probabilities[0] if np.ndim(intensity) == 1 else probabilities
+
+    def _in_kind(self, probabilities: np.ndarray, kind: str) -> np.ndarray:
+        return symmetry.collapse_to_extinction_groups(probabilities) if kind != self.kind else probabilities
+
+    @staticmethod
+    def _geometric_mean(probabilities: np.ndarray) -> np.ndarray:
+        """(members, batch, classes) -> (batch, classes): the softmax of the mean log-probability."""
+        with np.errstate(divide="ignore"):
+            log_p = torch.as_tensor(np.log(probabilities), dtype=torch.float64).mean(dim=0)
+        return torch.softmax(log_p, dim=1).numpy()
 
 
 def _check_plain(value, where: str) -> None:
@@ -240,6 +339,19 @@ def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple
         ValueError: settings that contradict the model or each other.
     """
     path = Path(path)
+    state = _classifier_state(model, kind=kind, two_theta_range=two_theta_range, n_points=n_points,
+                              wavelength=wavelength, radiation=radiation, temperature=temperature, prior=prior,
+                              sin2theta_channel=sin2theta_channel, metadata=metadata, prior_weight=prior_weight,
+                              prior_default=prior_default)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def _classifier_state(model: nn.Module, *, kind: str, two_theta_range, n_points: int, wavelength: float,
+                      radiation: str, temperature: float, prior, sin2theta_channel: bool, metadata: dict | None,
+                      prior_weight: float, prior_default: bool) -> dict:
+    """The checked contents of one classifier file (see :func:`save_classifier`)."""
     n = symmetry.n_classes(kind)
     spec = to_jsonable(model_spec(model))
     if spec["config"]["n_classes"] != n:
@@ -260,7 +372,7 @@ def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple
         raise ValueError("prior_default needs a prior")
     metadata = to_jsonable(dict(metadata or {}))
     _check_plain(metadata, "metadata")
-    state = {
+    return {
         "format": FORMAT,
         "model_spec": spec,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -277,19 +389,45 @@ def save_classifier(path, model: nn.Module, *, kind: str, two_theta_range: tuple
         "prior_weight": float(prior_weight),
         "prior_default": bool(prior_default),
     }
+
+
+def save_ensemble(path, members: list, *, metadata: dict | None = None) -> Path:
+    """Write classifiers that answer together (an :class:`Ensemble`) into one file, atomically.
+
+    Args:
+        path: the file to write; its folder is created.
+        members: two or more :class:`Classifier` of one radiation, each kept with its own grid,
+            temperature, prior and metadata.
+        metadata: strings, numbers, lists and dicts about the ensemble (how its members were chosen, scores).
+
+    Raises:
+        ValueError: fewer than two members, or members of different radiations.
+    """
+    path = Path(path)
+    if len(members) < 2 or not all(isinstance(m, Classifier) for m in members):
+        raise ValueError("an ensemble needs two or more Classifier members")
+    if len({m.radiation for m in members}) > 1:
+        raise ValueError(f"the members' radiations differ: {[m.radiation for m in members]}")
+    metadata = to_jsonable(dict(metadata or {}))
+    _check_plain(metadata, "metadata")
+    states = [_classifier_state(m.model, kind=m.kind, two_theta_range=m.two_theta_range, n_points=m.n_points,
+                                wavelength=m.wavelength, radiation=m.radiation, temperature=m.temperature,
+                                prior=m.prior, sin2theta_channel=m.sin2theta_channel, metadata=m.metadata,
+                                prior_weight=m.prior_weight, prior_default=m.prior_default) for m in members]
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save({"format": ENSEMBLE_FORMAT, "members": states, "metadata": metadata}, tmp)
     return path
 
 
-def load_classifier(path=None, *, device=None) -> Classifier:
-    """Read a classifier file; ``path=None`` reads the default shipped model.
+def load_classifier(path=None, *, device=None) -> Classifier | Ensemble:
+    """Read a classifier file, or an ensemble file (:func:`save_ensemble`); ``path=None`` reads the
+    default shipped model.
 
-    The model is put in eval mode on ``device`` (default: CUDA when available, else the CPU).
+    The models are put in eval mode on ``device`` (default: CUDA when available, else the CPU).
 
     Raises:
         FileNotFoundError: no such file (for the default model, saying how to make it).
-        ValueError: the file is not a classifier of this format.
+        ValueError: the file is not a classifier or ensemble of this format.
     """
     if path is None:
         if not DEFAULT_MODEL.is_file():
@@ -306,19 +444,30 @@ def load_classifier(path=None, *, device=None) -> Classifier:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # pickle, zip and unpickler errors all mean: not our file
         raise ValueError(f"{path}: not a classifier file ({type(error).__name__})") from None
+    if isinstance(state, dict) and state.get("format") == ENSEMBLE_FORMAT:
+        members = state.get("members")
+        if not isinstance(members, list) or len(members) < 2 or not isinstance(state.get("metadata"), dict):
+            raise ValueError(f"{path}: an {ENSEMBLE_FORMAT} file needs two or more members and metadata")
+        return Ensemble([_classifier_from_state(m, path, f"{path} (member {i + 1})", device)
+                         for i, m in enumerate(members)], metadata=state["metadata"], path=path)
+    return _classifier_from_state(state, path, path, device)
+
+
+def _classifier_from_state(state, path: Path, where, device) -> Classifier:
+    """A :class:`Classifier` from the contents of a classifier file; ``where`` names it in errors."""
     missing = [k for k in _KEYS if not isinstance(state, dict) or k not in state]
     if missing or state["format"] != FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
-        raise ValueError(f"{path}: not a {FORMAT} classifier file "
+        raise ValueError(f"{where}: not a {FORMAT} classifier file "
                          f"({'missing ' + ', '.join(missing) if missing else f'format {found!r}'})")
     if state["kind"] not in symmetry.KINDS or state["radiation"] not in RADIATIONS:
-        raise ValueError(f"{path}: unknown kind {state['kind']!r} or radiation {state['radiation']!r}")
+        raise ValueError(f"{where}: unknown kind {state['kind']!r} or radiation {state['radiation']!r}")
     n = symmetry.n_classes(state["kind"])
     try:
         model = build_model(state["model_spec"])
         model.load_state_dict(state["state_dict"])
     except (KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{path}: the weights do not fit the model spec ({type(error).__name__})") from None
+        raise ValueError(f"{where}: the weights do not fit the model spec ({type(error).__name__})") from None
     prior = state["prior"]
     return Classifier(
         model=model.to(device).eval(),
@@ -328,7 +477,7 @@ def load_classifier(path=None, *, device=None) -> Classifier:
         wavelength=state["wavelength"],
         radiation=state["radiation"],
         temperature=state["temperature"],
-        prior=None if prior is None else _check_prior(prior, n, path),
+        prior=None if prior is None else _check_prior(prior, n, where),
         sin2theta_channel=state["sin2theta_channel"],
         metadata=state["metadata"],
         path=path,
@@ -355,7 +504,7 @@ def _top_rows(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
 
 
 def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation: str = "xray", top: int = 5,
-             model: Classifier | str | Path | None = None, use_prior: bool | None = None,
+             model: Classifier | Ensemble | str | Path | None = None, use_prior: bool | None = None,
              source="pattern") -> pd.DataFrame:
     """The most probable extinction groups (and space groups) of one measured pattern.
 
@@ -379,7 +528,7 @@ def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation:
     Raises:
         ValueError: radiation unlike the model's; PatternFileError (a ValueError) for a bad pattern.
     """
-    classifier = model if isinstance(model, Classifier) else load_classifier(model)
+    classifier = model if isinstance(model, (Classifier, Ensemble)) else load_classifier(model)
     if radiation != classifier.radiation:
         raise ValueError(f"the classifier was trained on {classifier.radiation} patterns and cannot "
                          f"classify a {radiation} pattern; give a {radiation} model")

@@ -153,9 +153,7 @@ def summary_row(item: dict) -> dict:
 def format_one(item: dict, classifier, args) -> str:
     """The text answer for one file."""
     lines = [f"file:  {item['file']}  ({item['wavelength']:g} A, {args.radiation})",
-             f"model: {classifier.path}  ({classifier.kind}, {classifier.two_theta_range[0]:g}-"
-             f"{classifier.two_theta_range[1]:g} deg at {classifier.wavelength:g} A, T = {classifier.temperature:.3g}"
-             f"{', with prior' if classifier.uses_prior(args.prior) else ''})", ""]
+             f"model: {classifier.path}  ({classifier.describe(args.prior)})", ""]
     if item["matches"]:
         best = item["matches"][0]
         if item["trust"] == "match":
