@@ -514,7 +514,8 @@ def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation:
         wavelength: Angstrom, of the measurement; the pattern is moved onto the model's grid through d.
         radiation: 'xray' or 'neutron'; must be the model's.
         top: rows per kind.
-        model: a :class:`Classifier`, a path to a classifier file, or None for the default shipped model.
+        model: a :class:`Classifier` or :class:`Ensemble`, a path to a classifier or ensemble file, or None
+            for the default shipped model.
         use_prior: multiply by the classifier's prior (its training-set class frequencies, say).
         source: names the pattern in error messages.
 
