@@ -272,12 +272,7 @@ class Ensemble:
                    for m, start, stop in zip(self.members, bounds[:-1], bounds[1:])]
         return self._geometric_mean(np.stack(answers))
 
-    def probabilities(self, two_theta, intensity, *, wavelength: float, use_prior: bool | None = None,
-                      source="pattern") -> np.ndarray:
-        """As :meth:`Classifier.probabilities`: (n_classes,) for one pattern, or (batch, n_classes)."""
-        patterns = self.prepare(two_theta, intensity, wavelength=wavelength, source=source)
-        probabilities = self.probabilities_of(patterns, use_prior=use_prior)
-        return probabilities[0] if np.ndim(intensity) == 1 else probabilities
+    probabilities = Classifier.probabilities  # prepare, then probabilities_of: the same for one network or several
 
     def _in_kind(self, probabilities: np.ndarray, kind: str) -> np.ndarray:
         return symmetry.collapse_to_extinction_groups(probabilities) if kind != self.kind else probabilities
