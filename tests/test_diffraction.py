@@ -198,7 +198,8 @@ def test_augmentations_are_seeded_and_off_by_default():
     for one in (Augmentation(fwhm_scale=(1.5, 2.0)), Augmentation(crystallite_size=(10, 20)),
                 Augmentation(strain=0.02), Augmentation(zero_shift=0.2), Augmentation(march_dollase=(0.5, 0.6)),
                 Augmentation(background=0.3), Augmentation(poisson_counts=(100, 200)),
-                Augmentation(gaussian_noise=0.02), Augmentation(intensity_scale=(0.3, 0.5))):
+                Augmentation(gaussian_noise=0.02), Augmentation(intensity_scale=(0.3, 0.5)),
+                Augmentation(noise_level=(0.01, 0.02))):
         changed = sim.simulate(structures, one, seed=0)
         assert changed.shape == clean.shape and np.isfinite(changed).all()
         assert np.abs(changed - clean).max() > 1e-3, one
@@ -223,6 +224,32 @@ def test_coverage_keeps_one_window_of_the_grid():
         assert row.max() == pytest.approx(1.0)
         kept = whole[inside] - whole[inside].min()
         np.testing.assert_allclose(row[inside], kept / kept.max(), atol=1e-5)  # the same pattern, cut
+
+
+def test_noise_level_adds_baseline_noise_of_the_drawn_size():
+    """noise_level adds Gaussian noise of a per-pattern standard deviation drawn log-uniformly in its
+    range, then subtracts each pattern's minimum (as prepare does to a measured pattern); it is drawn
+    last, so the other draws do not change when it is switched on."""
+    sim = PowderSimulator(device="cpu", n_points=8192)
+    structures = list(STRUCTURES.values()) * 4
+    plain = Augmentation(fwhm_scale=(0.8, 1.5), zero_shift=0.05, coverage=(0.5, 1.0))
+    noisy = dataclasses.replace(plain, noise_level=(0.002, 0.05))
+    draws = noisy.draw(len(structures), torch.Generator().manual_seed(4), "cpu")
+    before = plain.draw(len(structures), torch.Generator().manual_seed(4), "cpu")
+    for key, value in before.items():
+        torch.testing.assert_close(draws[key], value)
+    assert ((draws["noise_level"] >= 0.002) & (draws["noise_level"] <= 0.05)).all()
+    assert np.isfinite(sim.simulate(structures, noisy, seed=4)).all()
+    # Without coverage: the noise between peaks has the drawn size, once the pattern (whose maximum
+    # the noise raised by a few sigma) is scaled back to a maximum of 1.
+    plain, noisy = Augmentation(), Augmentation(noise_level=(0.002, 0.05))
+    levels = noisy.draw(len(structures), torch.Generator().manual_seed(4), "cpu")["noise_level"].numpy()
+    clean, rows = sim.simulate(structures, plain, seed=4), sim.simulate(structures, noisy, seed=4)
+    for row, whole, level in zip(rows, clean, levels):
+        assert row.min() == pytest.approx(0.0, abs=1e-6) and row.max() == pytest.approx(1.0)
+        between_peaks = whole < 1e-6
+        assert between_peaks.sum() > 1000
+        assert level / (1 + 12 * level) <= np.std(row[between_peaks]) <= 1.05 * level
 
 
 def test_zero_shift_and_strain_move_peaks():

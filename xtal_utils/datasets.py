@@ -284,6 +284,7 @@ class CrystalStream:
         profile = self.augmentation
         if profile is not None:  # the second phase's peaks only: background and noise are the main pattern's
             profile = dataclasses.replace(profile, background=0.0, poisson_counts=None, gaussian_noise=0.0,
+                                          noise_level=None,
                                           intensity_scale=None, coverage=None)
         _, second = self._simulate(crystals, symmetry, profile, (self.seed, step, 6))
         x = x.clone()

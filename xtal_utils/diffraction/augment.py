@@ -31,6 +31,11 @@ class Augmentation:
         poisson_counts: (low, high) counts at the strongest peak, sampled log-uniformly; None for
             no counting noise.
         gaussian_noise: standard deviation of added Gaussian noise, relative to the strongest peak.
+        noise_level: (low, high) standard deviation of added Gaussian noise, relative to the
+            strongest peak, sampled log-uniformly per pattern; the pattern's minimum is then
+            subtracted, as :meth:`xtal_utils.classify.Classifier.prepare` does to a measured one. This
+            is the detector and background noise of a weak measurement, which counting noise at
+            the peak does not reach.
         intensity_scale: (low, high) factor on the whole final pattern (so that the maximum is no
             longer exactly 1).
         coverage: (low, high) share of the grid that was measured: a window of that share of the
@@ -50,6 +55,7 @@ class Augmentation:
     gaussian_noise: float = 0.0
     intensity_scale: tuple[float, float] | None = None
     coverage: tuple[float, float] | None = None
+    noise_level: tuple[float, float] | None = None
 
     def draw(self, n: int, generator: torch.Generator, device, dtype=torch.float32) -> dict:
         """Per-pattern parameters, each an (n,) tensor on ``device`` (absent when switched off)."""
@@ -88,6 +94,10 @@ class Augmentation:
             draw = torch.rand((n, 2), generator=generator, device=device, dtype=dtype)
             out["coverage_width"] = lo + (hi - lo) * draw[:, 0]
             out["coverage_start"] = (1 - out["coverage_width"]) * draw[:, 1]
+        if self.noise_level is not None:  # drawn after coverage, so that switching it on changes no other draw
+            lo, hi = self.noise_level
+            draw = torch.rand(n, generator=generator, device=device, dtype=dtype)
+            out["noise_level"] = lo * (hi / lo) ** draw
         return out
 
     def max_strain(self) -> float:
@@ -112,6 +122,10 @@ class Augmentation:
         if self.gaussian_noise:
             patterns = patterns + self.gaussian_noise * torch.randn(
                 patterns.shape, generator=generator, device=patterns.device, dtype=patterns.dtype)
+        if "noise_level" in params:
+            patterns = patterns + params["noise_level"][:, None] * torch.randn(
+                patterns.shape, generator=generator, device=patterns.device, dtype=patterns.dtype)
+            patterns = patterns - patterns.amin(dim=1, keepdim=True)
         if "coverage_width" in params:
             position = torch.linspace(0.0, 1.0, n_points, device=patterns.device, dtype=patterns.dtype)
             start = params["coverage_start"][:, None]

@@ -1,0 +1,80 @@
+"""Notebook 08's AMCSD member, trained with other realism augmentations, scored on RRUFF dev alone and
+beside the shipped stream member.
+
+    .venv/bin/python benchmarks/amcsd_member.py --noise-level 0.0005 0.04    # the run in the README
+    .venv/bin/python benchmarks/amcsd_member.py --epochs 2 --tag amcsd_member_smoke
+
+The training is notebook 08's at the cpu preset (AMCSD's de-duplicated grouped split, seed 0, 2,048
+points, base FWHM 0.1 degrees, ``shipped_epochs`` 75 passes of batch 64, temperature fitted on
+augmented validation patterns), with ``experiments.REALISTIC`` changed only as the options say. It
+goes through the same model cache, so a run with no option is the member notebook 08 trains. The
+pair is the shipped ensemble's recipe (``classify.Ensemble``: this member and
+``models/xtal-classify-xray-stream.pt``). Every answer is scored as in ``benchmarks/ensemble.py``, and
+the results go to ``benchmarks/results/<tag>.json`` with their provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ensemble import novel_margins  # noqa: E402
+from learning_curve import RESULTS, provenance  # noqa: E402
+from stream_classifier import model_eg, rruff_inputs, score_answers  # noqa: E402
+
+
+def main() -> None:
+    from xtal_utils import classify, evaluate, experiments as ex, symmetry
+    from xtal_utils.identify import MATCH_THRESHOLD
+    from xtal_utils.paths import MODELS
+    from xtal_utils.train import TrainConfig, predict
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=75, help="passes over the training split (08: shipped_epochs)")
+    parser.add_argument("--noise-level", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="Augmentation.noise_level: Gaussian baseline noise, relative to the strongest peak")
+    parser.add_argument("--tag", default="amcsd_member", help="results go to benchmarks/results/<tag>.json")
+    args = parser.parse_args()
+
+    augmentation = ex.REALISTIC
+    if args.noise_level:
+        augmentation = dataclasses.replace(augmentation, noise_level=tuple(args.noise_level))
+    grid, kind, seed = ex.Grid(n_points=2048, fwhm=0.1), "space_group", 0
+    data = ex.amcsd_set()
+    splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=seed, valid=data.valid(grid))
+    start = time.perf_counter()
+    validation = ex.augmented_patterns(data, grid, splits["validation"], augmentation, seed=seed)
+    val_source = ex.PatternSource(validation, data.space_groups[splits["validation"]], kind)
+    result = ex.train_and_score(
+        ex.augmented_source(data, grid, splits["train"], kind, augmentation), val_source, {}, kind=kind,
+        data_key=ex.data_key(data, grid, splits, augmentation=ex.augmentation_key(augmentation)),
+        config=TrainConfig(epochs=args.epochs, batch_size=64, seed=seed), name="08_measured augmented space_group")
+    temperature = evaluate.fit_temperature(predict(result.model, val_source),
+                                           symmetry.labels_of(val_source.space_groups, kind))
+    minutes = (time.perf_counter() - start) / 60
+    member = classify.Classifier(result.model, kind, (grid.two_theta_min, grid.two_theta_max), grid.n_points,
+                                 grid.wavelength, grid.radiation, temperature=temperature,
+                                 prior=evaluate.frequency_prior(data.space_groups[splits["train"]], kind))
+    stream = classify.load_classifier(MODELS / "xtal-classify-xray-stream.pt", device="cpu")
+    rruff = rruff_inputs(threshold=MATCH_THRESHOLD)
+    answers = {"model: AMCSD member": model_eg(member, rruff, use_prior=False),
+               "model: pair with the stream member": model_eg(classify.Ensemble([member, stream]), rruff, use_prior=None)}
+    result_json = {"provenance": provenance(sys.argv), "augmentation": ex.augmentation_key(augmentation),
+                   "epochs": args.epochs, "minutes (training, or reading the cache)": minutes,
+                   "temperature": temperature, "rruff_dev": score_answers(answers, rruff),
+                   "novel_margins": novel_margins(answers, rruff)}
+    print(f"{args.epochs} passes, {minutes:.1f} min, temperature {temperature:.3f}")
+    for name, s in result_json["rruff_dev"]["scores"].items():
+        print(f"  {name:60s} {s['top1']:5.1f} / {s['top5']:5.1f}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps(result_json, indent=1, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
