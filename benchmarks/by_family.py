@@ -23,7 +23,7 @@ Last, an **oracle** that no shipped model may use: every family's probability mu
 (RRUFF dev's share / the training split's share) ** w, which needs the measured set's own labels. It
 bounds what any re-weighting of the families (a better class prior) could add to the final answer.
 
-Output goes to ``benchmarks/results/by_family.txt`` with its provenance.
+Output goes to ``benchmarks/results/by_family.txt`` (``--tag`` names another) with its provenance.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="classifier or ensemble file (default: the shipped one)")
+    parser.add_argument("--tag", default="by_family", help="output goes to benchmarks/results/<tag>.txt")
     args = parser.parse_args()
     classifier = classify.load_classifier(args.model, device="cpu")
     eg_family = np.array([symmetry.crystal_family(int(m[0])) for m in symmetry.extinction_table()["space_groups"]])
@@ -125,7 +126,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text, end="")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "by_family.txt").write_text(text)
+    (RESULTS / f"{args.tag}.txt").write_text(text)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,10 @@ def main() -> None:
     parser.add_argument("--intensity", default=ex.StreamRecipe.intensity, choices=["linear", "sqrt", "log"],
                         help="how the model scales intensities first")
     parser.add_argument("--kind", default=ex.StreamRecipe.kind, choices=["space_group", "extinction_group"])
+    parser.add_argument("--orbit-scale", type=float, default=None,
+                        help="factor on the random crystals' numbers of sites (sample_crystals' orbit_scale)")
+    parser.add_argument("--max-orbits", type=int, default=None, help="most sites per random crystal (default 8)")
+    parser.add_argument("--max-atoms", type=int, default=None, help="most atoms per random crystal's cell (default 48)")
     parser.add_argument("--out", type=Path, required=True, help="the classifier file to write")
     parser.add_argument("--tag", default="stream_classifier", help="results go to benchmarks/results/<tag>.json")
     parser.add_argument("--threshold", type=float, default=MATCH_THRESHOLD)
@@ -122,7 +126,10 @@ def main() -> None:
     grid = ex.Grid(n_points=args.n_points)
     recipe = dataclasses.replace(ex.StreamRecipe(), steps=args.steps, database_share=args.database_share,
                                  kind=args.kind, impurity=None if args.no_impurity else ex.StreamRecipe.impurity,
-                                 intensity=args.intensity)
+                                 intensity=args.intensity,
+                                 crystals=tuple((name, value) for name, value in (
+                                     ("orbit_scale", args.orbit_scale), ("max_orbits", args.max_orbits),
+                                     ("max_atoms", args.max_atoms)) if value is not None))
     data = ex.amcsd_set()
     splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=recipe.seed,
                                valid=data.valid(grid))
@@ -135,7 +142,7 @@ def main() -> None:
                                  f"each batch from AMCSD's de-duplicated training split ({trained['n_database_train']} "
                                  "structures), realism augmentations"
                                  + (f", impurity phases {recipe.impurity}" if recipe.impurity else ""),
-                "recipe": {**dataclasses.asdict(recipe), "augmentation": ex.augmentation_key(recipe.augmentation)},
+                "recipe": ex.recipe_key(recipe),
                 "fwhm": grid.fwhm, "training_minutes": minutes, "patterns_seen": recipe.steps * recipe.batch_size,
                 "prior": "AMCSD training split frequencies", **provenance(sys.argv)}
     classify.save_classifier(args.out, trained["model"], kind=recipe.kind,

@@ -400,6 +400,16 @@ class StreamRecipe:
     augmentation: Augmentation = REALISTIC
     prior_smoothing: float = 1.0  # pseudo-count per class of the database prior
     seed: int = 0
+    crystals: tuple = ()  # (name, value) pairs for sample_crystals, e.g. (("orbit_scale", 2.5), ("max_orbits", 24))
+
+
+def recipe_key(recipe: StreamRecipe) -> dict:
+    """The recipe as cache-key data; ``crystals`` is left out while empty, so that models cached before it
+    existed stay valid."""
+    key = {**dataclasses.asdict(recipe), "augmentation": augmentation_key(recipe.augmentation)}
+    if not recipe.crystals:
+        key.pop("crystals")
+    return key
 
 
 def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalSet, splits: dict, *,
@@ -424,7 +434,7 @@ def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalS
     from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
 
     device = default_device(device)
-    key = {"recipe": {**dataclasses.asdict(recipe), "augmentation": augmentation_key(recipe.augmentation)},
+    key = {"recipe": recipe_key(recipe),
            "grid": dataclasses.asdict(grid), "database": database.key, "train": _digest(splits["train"]),
            "simulator": SIMULATOR_VERSION, "model": "ResNet1d"}
     folder = cache_dir("stream_models", key)
@@ -433,7 +443,8 @@ def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalS
     def stream(seed: int, batch_size: int = recipe.batch_size):
         return CrystalStream(grid.simulator("cpu"), recipe.kind, seed=seed, batch_size=batch_size,
                              augmentation=recipe.augmentation, database=train_structures,
-                             database_share=recipe.database_share, impurity=recipe.impurity)
+                             database_share=recipe.database_share, impurity=recipe.impurity,
+                             crystal_options=dict(recipe.crystals))
 
     model = build("ResNet1d", recipe.kind, seed=recipe.seed, intensity=recipe.intensity)
     config = StreamConfig(steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,

@@ -197,7 +197,7 @@ def draw_space_groups(n: int, rng: np.random.Generator, *, balance: str = "extin
 
 
 def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_groups=None, weights=None,
-                    max_atoms: int = 48, max_species: int = 4, max_orbits: int = 8,
+                    max_atoms: int = 48, max_species: int = 4, max_orbits: int = 8, orbit_scale: float = 1.0,
                     min_distance: float | None = None, max_redraws: int = 10) -> StructureBatch:
     """``n`` random crystals as a StructureBatch (``space_group`` holds each one's label).
 
@@ -210,12 +210,17 @@ def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_gr
         weights: optional class weights, see :func:`draw_space_groups`.
         max_atoms: atoms in the conventional cell (raised for a few cubic groups, see module doc).
         max_species, max_orbits: most elements and occupied orbits per crystal.
+        orbit_scale: factor on the number of occupied orbits drawn from AMCSD's statistics (rounded,
+            then capped by ``max_orbits`` and the atom budget). larixite's AMCSD holds only entries
+            with at most 9 sites in the asymmetric unit; a factor above 1 reaches the complex
+            low-symmetry structures it leaves out. 1 draws exactly as before the option existed.
         min_distance: Angstrom; if given, crystals with two atoms closer are drawn again.
         max_redraws: coordinate redraws per crystal before it is kept as it is.
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     space_group = draw_space_groups(n, rng, balance=balance, space_groups=space_groups, weights=weights)
-    orbits = _draw_orbits(space_group, rng, max_atoms=max_atoms, max_species=max_species, max_orbits=max_orbits)
+    orbits = _draw_orbits(space_group, rng, max_atoms=max_atoms, max_species=max_species, max_orbits=max_orbits,
+                          orbit_scale=orbit_scale)
     batch = _place_atoms(space_group, orbits, rng)
     if min_distance:  # redraw the points of the crystals still too close, testing only those
         pending, sub, placed = np.arange(n), orbits, batch
@@ -236,15 +241,17 @@ def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_gr
 
 
 def _draw_orbits(space_group: np.ndarray, rng: np.random.Generator, *, max_atoms: int, max_species: int,
-                 max_orbits: int) -> dict:
+                 max_orbits: int, orbit_scale: float = 1.0) -> dict:
     """The occupied orbits of every crystal: crystal index, position index, Z, B and random point."""
     g = _group_arrays()
     n = len(space_group)
     species_cdf, orbits_cdf = _size_distributions()
     n_species = np.clip(np.searchsorted(species_cdf, rng.random(n) * species_cdf[-1], side="right"),
                         MIN_SPECIES, max_species)
-    n_orbits = np.clip(np.searchsorted(orbits_cdf, rng.random(n) * orbits_cdf[-1], side="right"),
-                       n_species, max(max_orbits, max_species))
+    n_orbits = np.searchsorted(orbits_cdf, rng.random(n) * orbits_cdf[-1], side="right")
+    if orbit_scale != 1.0:
+        n_orbits = np.rint(n_orbits * orbit_scale).astype(n_orbits.dtype)
+    n_orbits = np.clip(n_orbits, n_species, max(max_orbits, max_species))
     z_table, log_p = _element_table()
     gumbel = log_p[None, :] - np.log(-np.log(rng.random((n, len(log_p)))))
     elements = z_table[np.argsort(-gumbel, axis=1)[:, :max_species]]  # (n, max_species), by draw
