@@ -118,6 +118,8 @@ def main() -> None:
                         help="factor on the random crystals' numbers of sites (sample_crystals' orbit_scale)")
     parser.add_argument("--max-orbits", type=int, default=None, help="most sites per random crystal (default 8)")
     parser.add_argument("--max-atoms", type=int, default=None, help="most atoms per random crystal's cell (default 48)")
+    parser.add_argument("--cell-atoms", type=float, default=None,
+                        help="median atoms per random crystal's cell, the same for every group (sample_crystals' cell_atoms)")
     parser.add_argument("--out", type=Path, required=True, help="the classifier file to write")
     parser.add_argument("--tag", default="stream_classifier", help="results go to benchmarks/results/<tag>.json")
     parser.add_argument("--threshold", type=float, default=MATCH_THRESHOLD)
@@ -129,7 +131,7 @@ def main() -> None:
                                  intensity=args.intensity,
                                  crystals=tuple((name, value) for name, value in (
                                      ("orbit_scale", args.orbit_scale), ("max_orbits", args.max_orbits),
-                                     ("max_atoms", args.max_atoms)) if value is not None))
+                                     ("max_atoms", args.max_atoms), ("cell_atoms", args.cell_atoms)) if value is not None))
     data = ex.amcsd_set()
     splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=recipe.seed,
                                valid=data.valid(grid))

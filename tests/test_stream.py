@@ -57,6 +57,22 @@ def test_orbit_scale_draws_more_sites_of_the_same_groups():
     assert _spglib_agreement(rich) >= 0.95
 
 
+def test_cell_atoms_gives_every_family_cells_of_the_same_size():
+    """With cell_atoms the atoms per cell are drawn alike for every group: a triclinic crystal is as
+    large as an orthorhombic one (the orbit draw gives it a third as many), and spglib still finds the
+    drawn group."""
+    plain = crystals.sample_crystals(400, seed=(5, 1), balance="space_group")
+    sized = crystals.sample_crystals(400, seed=(5, 1), balance="space_group", cell_atoms=36, max_orbits=48,
+                                     max_atoms=128)
+    assert np.array_equal(plain.space_group, sized.space_group)
+    system = np.array([crystal_system(int(g)) for g in sized.space_group])
+    low, mid = np.isin(system, ["triclinic", "monoclinic"]), system == "orthorhombic"
+    assert 0.7 < np.median(sized.n_sites[low]) / np.median(sized.n_sites[mid]) < 1.4
+    assert np.median(sized.n_sites[low]) >= 2 * np.median(plain.n_sites[low])
+    assert 24 <= np.median(sized.n_sites[~np.isin(system, ["cubic"])]) <= 48
+    assert _spglib_agreement(sized) >= 0.95
+
+
 def test_sample_crystals_cells_fit_their_systems():
     batch = crystals.sample_crystals(400, seed=2, balance="space_group")
     lengths = np.linalg.norm(batch.lattice, axis=2)

@@ -51,6 +51,8 @@ VOLUME_FACTOR = 1.4  # median factor on the summed atomic volumes: median 12.8 A
 AXIS_RATIO = 2.5  # largest ratio of two cell lengths, drawn log-uniformly
 B_ISO = np.round(np.arange(0.3, 1.51, 0.1), 1)  # Angstrom^2, isotropic Debye-Waller B of each orbit, one of
 #                                                  these: few (element, B) pairs, so the simulator's form-factor tables are reused
+CELL_ATOMS_SPREAD = 0.77  # log sigma of the atoms per conventional cell drawn with cell_atoms: in the parsed
+#                           amcsd_set the median is 24 and the 90th percentile 64, over all families
 BALANCES = ("extinction_group", "space_group")
 TABLES_VERSION = 1  # raise when the layout of the cached Wyckoff tables changes
 
@@ -198,7 +200,7 @@ def draw_space_groups(n: int, rng: np.random.Generator, *, balance: str = "extin
 
 def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_groups=None, weights=None,
                     max_atoms: int = 48, max_species: int = 4, max_orbits: int = 8, orbit_scale: float = 1.0,
-                    min_distance: float | None = None, max_redraws: int = 10) -> StructureBatch:
+                    cell_atoms: float | None = None, min_distance: float | None = None, max_redraws: int = 10) -> StructureBatch:
     """``n`` random crystals as a StructureBatch (``space_group`` holds each one's label).
 
     Args:
@@ -214,13 +216,18 @@ def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_gr
             then capped by ``max_orbits`` and the atom budget). larixite's AMCSD holds only entries
             with at most 9 sites in the asymmetric unit; a factor above 1 reaches the complex
             low-symmetry structures it leaves out. 1 draws exactly as before the option existed.
+        cell_atoms: if given, the median number of atoms in the conventional cell, drawn instead of
+            the orbits (log-normal with sigma :data:`CELL_ATOMS_SPREAD`, the same for every group,
+            capped by ``max_atoms``); the cell is filled with orbits up to it, at most ``max_orbits``.
+            A triclinic crystal then has as many atoms as a cubic one, where the orbit draw gives it
+            few (its orbits hold one or two atoms). AMCSD's median is 24.
         min_distance: Angstrom; if given, crystals with two atoms closer are drawn again.
         max_redraws: coordinate redraws per crystal before it is kept as it is.
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     space_group = draw_space_groups(n, rng, balance=balance, space_groups=space_groups, weights=weights)
     orbits = _draw_orbits(space_group, rng, max_atoms=max_atoms, max_species=max_species, max_orbits=max_orbits,
-                          orbit_scale=orbit_scale)
+                          orbit_scale=orbit_scale, cell_atoms=cell_atoms)
     batch = _place_atoms(space_group, orbits, rng)
     if min_distance:  # redraw the points of the crystals still too close, testing only those
         pending, sub, placed = np.arange(n), orbits, batch
@@ -241,7 +248,7 @@ def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_gr
 
 
 def _draw_orbits(space_group: np.ndarray, rng: np.random.Generator, *, max_atoms: int, max_species: int,
-                 max_orbits: int, orbit_scale: float = 1.0) -> dict:
+                 max_orbits: int, orbit_scale: float = 1.0, cell_atoms: float | None = None) -> dict:
     """The occupied orbits of every crystal: crystal index, position index, Z, B and random point."""
     g = _group_arrays()
     n = len(space_group)
@@ -252,13 +259,18 @@ def _draw_orbits(space_group: np.ndarray, rng: np.random.Generator, *, max_atoms
     if orbit_scale != 1.0:
         n_orbits = np.rint(n_orbits * orbit_scale).astype(n_orbits.dtype)
     n_orbits = np.clip(n_orbits, n_species, max(max_orbits, max_species))
+    budget = np.full(n, max_atoms)
+    if cell_atoms:  # one more draw, after the species and orbit counts (which the budget then overrides)
+        budget = np.rint(cell_atoms * np.exp(CELL_ATOMS_SPREAD * rng.standard_normal(n))).astype(np.int64)
+        budget = np.clip(budget, 1, max_atoms)
+        n_orbits = np.full(n, max(max_orbits, max_species))
     z_table, log_p = _element_table()
     gumbel = log_p[None, :] - np.log(-np.log(rng.random((n, len(log_p)))))
     elements = z_table[np.argsort(-gumbel, axis=1)[:, :max_species]]  # (n, max_species), by draw
 
     multiplicity = g["multiplicity"][space_group]  # (n, W)
     dof = g["dof"][space_group]
-    budget = np.maximum(max_atoms, g["need"][space_group])
+    budget = np.maximum(budget, g["need"][space_group])
     smallest = g["smallest_free"][space_group]
     used = np.zeros(multiplicity.shape, dtype=bool)
     left = budget.copy()
