@@ -11,7 +11,8 @@ Recipe for ``n`` crystals (every draw from one ``numpy.random.Generator`` seeded
 2. **Composition.** As in :mod:`~xtal_utils.crystals.generation`, from AMCSD's statistics
    (:func:`~xtal_utils.crystals.generation.amcsd_statistics`): the number of elements (at least
    :data:`MIN_SPECIES`), the number of occupied orbits (asymmetric-unit sites, at least one per
-   element), the elements by their AMCSD frequency without replacement.
+   element), the elements by their AMCSD frequency without replacement. Or, with ``cell_atoms``,
+   the number of atoms in the cell, drawn alike for every group, which the orbits then fill.
 3. **Wyckoff positions.** From PyXtal's tables, read once for all 230 groups as arrays of affine
    maps (PyXtal's standard settings, the same throughout: monoclinic unique axis b, rhombohedral
    groups on hexagonal axes, origin choice 2). The first two orbits take the positions with the most
@@ -219,8 +220,9 @@ def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_gr
         cell_atoms: if given, the median number of atoms in the conventional cell, drawn instead of
             the orbits (log-normal with sigma :data:`CELL_ATOMS_SPREAD`, the same for every group,
             capped by ``max_atoms``); the cell is filled with orbits up to it, at most ``max_orbits``.
-            A triclinic crystal then has as many atoms as a cubic one, where the orbit draw gives it
-            few (its orbits hold one or two atoms). AMCSD's median is 24.
+            A triclinic crystal then has as many atoms as an orthorhombic one, where the orbit draw
+            gives it few (its orbits hold one or two atoms); a cubic one has more where its budget is
+            raised (above). AMCSD's median is 24.
         min_distance: Angstrom; if given, crystals with two atoms closer are drawn again.
         max_redraws: coordinate redraws per crystal before it is kept as it is.
     """
