@@ -39,12 +39,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=75, help="passes over the training split (08: shipped_epochs)")
     parser.add_argument("--noise-level", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="Augmentation.noise_level: Gaussian baseline noise, relative to the strongest peak")
+    parser.add_argument("--cell-strain", type=float, default=None, metavar="E",
+                        help="Augmentation.cell_strain: each cell edge changed by up to E, apart (isostructural relatives)")
+    parser.add_argument("--train-seed", type=int, default=0,
+                        help="seed of the training (initial weights, batches, augmentations); the split keeps seed 0")
+    parser.add_argument("--save", type=Path, default=None, help="also write the member there (classify.save_classifier)")
     parser.add_argument("--tag", default="amcsd_member", help="results go to benchmarks/results/<tag>.json")
     args = parser.parse_args()
 
     augmentation = ex.REALISTIC
     if args.noise_level:
         augmentation = dataclasses.replace(augmentation, noise_level=tuple(args.noise_level))
+    if args.cell_strain:
+        augmentation = dataclasses.replace(augmentation, cell_strain=args.cell_strain)
     grid, kind, seed = ex.Grid(n_points=2048, fwhm=0.1), "space_group", 0
     data = ex.amcsd_set()
     splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=seed, valid=data.valid(grid))
@@ -54,13 +61,19 @@ def main() -> None:
     result = ex.train_and_score(
         ex.augmented_source(data, grid, splits["train"], kind, augmentation), val_source, {}, kind=kind,
         data_key=ex.data_key(data, grid, splits, augmentation=ex.augmentation_key(augmentation)),
-        config=TrainConfig(epochs=args.epochs, batch_size=64, seed=seed), name="08_measured augmented space_group")
+        config=TrainConfig(epochs=args.epochs, batch_size=64, seed=args.train_seed), name="08_measured augmented space_group")
     temperature = evaluate.fit_temperature(predict(result.model, val_source),
                                            symmetry.labels_of(val_source.space_groups, kind))
     minutes = (time.perf_counter() - start) / 60
     member = classify.Classifier(result.model, kind, (grid.two_theta_min, grid.two_theta_max), grid.n_points,
                                  grid.wavelength, grid.radiation, temperature=temperature,
                                  prior=evaluate.frequency_prior(data.space_groups[splits["train"]], kind))
+    if args.save:
+        classify.save_classifier(args.save, result.model, kind=kind, two_theta_range=member.two_theta_range,
+                                 n_points=grid.n_points, wavelength=grid.wavelength, radiation=grid.radiation,
+                                 temperature=temperature, prior=member.prior,
+                                 metadata={"augmentation": ex.augmentation_key(augmentation), "epochs": args.epochs,
+                                           **provenance(sys.argv)})
     stream = classify.load_classifier(MODELS / "xtal-classify-xray-stream.pt", device="cpu")
     rruff = rruff_inputs(threshold=MATCH_THRESHOLD)
     answers = {"model: AMCSD member": model_eg(member, rruff, use_prior=False),

@@ -58,8 +58,7 @@ def main() -> None:
 
     rruff = rruff_inputs(threshold=identify.MATCH_THRESHOLD)
     measured = model_eg(classifier, rruff, use_prior=None)
-    final = np.where(rruff["known"][:, None], identify.MATCH_WEIGHT * rruff["match_eg"]
-                     + (1 - identify.MATCH_WEIGHT) * measured, measured)
+    final = identify.final_answers(measured, rruff["match_eg"], rruff["best"], rruff["types_eg"])[0]
     data = ex.amcsd_set()
     splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=0,
                                valid=data.valid(ex.Grid(n_points=1024)))
@@ -114,8 +113,7 @@ def main() -> None:
         factor = np.array([ratio[f] ** w for f in eg_family])
         model = measured * factor
         model /= model.sum(axis=1, keepdims=True)
-        answer = np.where(rruff["known"][:, None], identify.MATCH_WEIGHT * rruff["match_eg"]
-                          + (1 - identify.MATCH_WEIGHT) * model, model)
+        answer = identify.final_answers(model, rruff["match_eg"], rruff["best"], rruff["types_eg"])[0]
         cells = []
         for p_ in (model, answer):
             for subset in (np.ones(len(truth), bool), ~rruff["known"]):

@@ -39,23 +39,29 @@ RRUFF_WAVELENGTH = 1.5418
 
 def rruff_inputs(*, threshold: float, amcsd_limit=None) -> dict:
     """RRUFF dev and its search-match against AMCSD: the patterns, the true extinction groups, the
-    search-match's extinction-group scores and which patterns have a close twin (best similarity >=
-    ``threshold``)."""
+    search-match's extinction-group scores, which patterns have a close twin (best similarity >=
+    ``threshold``), and the similarities and scores of the shortlist's view (``identify.SHORTLIST_VIEW``)."""
     from xtal_utils import search_match, symmetry
     from xtal_utils.paths import DATA
 
     rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")
     two_theta, measured = rruff["two_theta"], rruff["intensity"].astype(np.float64)
+    from xtal_utils import identify
+
     settings = search_match.SearchSettings()
-    library = search_match.amcsd_library(settings, limit=amcsd_limit)
+    library = (search_match.default_library(settings) if amcsd_limit is None
+               else search_match.amcsd_library(settings, limit=amcsd_limit))
     queries = np.stack([search_match.variants(two_theta, row, settings, wavelength=RRUFF_WAVELENGTH, source="rruff_dev")
                         for row in measured])
     similarity = library.similarities(queries)
     best = similarity.max(axis=1)
+    view = library.rescaled(identify.SHORTLIST_VIEW)
+    types_similarity = view.similarities(queries)
     return {"two_theta": two_theta, "measured": measured, "space_group": rruff["space_group"].astype(int),
             "extinction_group": symmetry.extinction_groups(rruff["space_group"].astype(int)),
             "match_eg": library.extinction_group_scores(similarity), "best": best, "known": best >= threshold,
-            "threshold": threshold}
+            "types_eg": view.extinction_group_scores(types_similarity, sharpness=identify.SHORTLIST_SHARPNESS),
+            "types_similarity": types_similarity, "view": view, "threshold": threshold}
 
 
 def model_eg(classifier, rruff: dict, *, use_prior: bool | None) -> np.ndarray:
@@ -75,9 +81,8 @@ def score_answers(answers: dict, rruff: dict) -> dict:
     truth, known, match_eg, best = rruff["space_group"], rruff["known"], rruff["match_eg"], rruff["best"]
     answers = dict(answers)
     for name in [n for n in answers if n.startswith("model")]:
-        answers[f"final ({name})"] = np.stack([identify.combine(answers[name][i], match_eg[i], best[i],
-                                                                threshold=rruff["threshold"])[0]
-                                               for i in range(len(truth))])
+        answers[f"final ({name})"] = identify.final_answers(answers[name], match_eg, best, rruff["types_eg"],
+                                                            threshold=rruff["threshold"])[0]
     answers["search-match"] = match_eg
     subsets = {"all": np.ones(len(truth), bool), "close twin": known, "no close twin": ~known}
     out = {"n": len(truth), "n_close_twin": int(known.sum()), "threshold": rruff["threshold"], "scores": {}}

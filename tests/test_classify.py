@@ -459,6 +459,41 @@ def test_combine_trusts_a_close_match_only():
     assert combine(model, None, None)[1] == "model"
 
 
+def test_the_shortlist_reranks_the_model_by_the_nearest_structure_types():
+    from xtal_utils.identify import combine, final_answers
+
+    model = np.full(99, 0.5 / 97)
+    model[[4, 9]] = 0.25  # the model cannot tell group 5 from group 10
+    types = np.eye(99)[9]  # the nearest entries in the square-root view are all of group 10
+    final, trust = combine(model, None, None, types)
+    assert trust == "model" and final.argmax() == 9 and final.sum() == pytest.approx(1.0)
+    assert final[4] > final[50]  # lowered, not ruled out: group 5 stays second
+    np.testing.assert_allclose(combine(model, None, None, types, power=0.0)[0], model)
+    match = np.eye(99)[13]
+    final, known = final_answers(np.stack([model, model]), np.stack([match, match]), np.array([0.9, 0.5]),
+                                 np.stack([types, types]), threshold=0.7, weight=0.9)
+    assert known.tolist() == [True, False]
+    assert final[0].argmax() == 13 and final[1].argmax() == 9
+    assert np.argsort(-final[0])[1] == 9  # under a close match, the shortlist ranks the rest
+
+
+def test_a_rescaled_library_is_the_library_prepared_with_that_scale(tmp_path):
+    import dataclasses
+
+    from xtal_utils.search_match import Library, load_library, prepare
+
+    library = load_library(_library(tmp_path))
+    raw = np.stack([np.interp(library.settings.two_theta, *_pattern(peaks=peaks))
+                    for peaks in (PEAK_D, (4.5, 3.3, 2.2, 1.8), (5.2, 2.9, 2.6, 1.5, 1.3))])
+    view = library.rescaled("sqrt")
+    assert view.settings.intensity == "sqrt" and library.rescaled("sqrt") is view and library.rescaled("linear") is library
+    np.testing.assert_allclose(view.patterns, prepare(raw, view.settings), atol=1e-5)
+    two_theta, intensity = _pattern(peaks=(4.5, 3.3, 2.2, 1.8))
+    assert view.search(two_theta, intensity, wavelength=CU, top=1)["entry_id"].iloc[0] == "2"
+    with pytest.raises(ValueError, match="only a linear library"):
+        Library(view.patterns, view.table, dataclasses.replace(view.settings)).rescaled("log")
+
+
 def test_batch_folder_json_csv_and_a_bad_file(tmp_path, sg_path, capsys):
     library = _library(tmp_path)
     folder = tmp_path / "patterns"
@@ -475,7 +510,9 @@ def test_batch_folder_json_csv_and_a_bad_file(tmp_path, sg_path, capsys):
     assert [Path(r["file"]).name for r in (known, new, bad)] == ["a_known.xy", "b_new.xy", "c_bad.xy"]
     assert known["trust"] == "match" and known["matches"][0]["entry_id"] == "2"
     assert known["final"][0]["label"] == symmetry.extinction_group(14)  # the match's group leads
-    assert new["trust"] == "model" and new["final"] == new["model"] and new["error"] is None
+    assert new["trust"] == "model" and new["error"] is None
+    # no close match: the model's answer re-ranked by the groups of the nearest entries (the shortlist)
+    assert new["final"] != new["model"] and new["final"][0]["label"] in set(symmetry.extinction_groups([225, 14, 62]))
     assert bad["error"].startswith(str(folder / "c_bad.xy")) and "NaN" in bad["error"] and bad["final"] == []
     assert "1 of 3 files failed" in captured.err
     table = tmp_path / "table.csv"

@@ -437,3 +437,34 @@ def test_precomputed_symmetry_is_used_instead_of_detection(monkeypatch):
         sim.simulate(batch, symmetry=(flips.astype(int), permutations, centres, hexagonal))
     with pytest.raises(ValueError, match="hexagonal must lie in"):
         sim.simulate(batch, symmetry=(flips, permutations, centres, hexagonal + 9))
+
+
+def test_cell_strain_scales_each_edge_and_keeps_the_symmetry():
+    """The pattern with a drawn cell strain is the clean pattern of the cell with those edges; edges
+    that symmetry ties (rutile's a = b) change together, and spglib finds the same space group."""
+    import spglib
+
+    from xtal_utils.diffraction.augment import cell_strain_factors
+
+    sim = PowderSimulator(two_theta_range=RANGE, n_points=4096, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen: "Pmcn" has no full symbol
+        aragonite = Structure.from_spacegroup("Pmcn", Lattice.orthorhombic(4.96, 7.97, 5.74), ["Ca", "C", "O", "O"],
+                                              [[0.25, 0.415, 0.76], [0.25, 0.76, -0.085], [0.25, 0.92, -0.095],
+                                               [0.473, 0.681, -0.087]])
+    aug = Augmentation(cell_strain=0.05)
+    for name, structure in (("aragonite", aragonite), ("rutile", STRUCTURES["rutile"]),
+                            ("quartz", STRUCTURES["quartz"]), ("triclinic", STRUCTURES["triclinic"])):
+        e = aug.draw(1, torch.Generator().manual_seed(3), "cpu")["cell_strain"].numpy()
+        factors = cell_strain_factors(structure.lattice.matrix[None], e)[0]
+        lattice = Lattice(structure.lattice.matrix * factors[:, None])
+        assert lattice.angles == pytest.approx(structure.lattice.angles)
+        strained = Structure(lattice, structure.species_and_occu, structure.frac_coords)
+        np.testing.assert_allclose(sim.simulate([structure], aug, seed=3)[0], sim.simulate([strained])[0], atol=1e-4)
+        a, b, _ = factors
+        assert (a == b) == (name in ("rutile", "quartz")), name
+        assert np.abs(factors - 1).max() > 0.01, name  # the cell did change
+        cells = [(s.lattice.matrix, s.frac_coords, [site.specie.Z for site in s]) for s in (structure, strained)
+                 if name != "triclinic"]
+        numbers = {spglib.get_symmetry_dataset(cell, symprec=1e-3).number for cell in cells}
+        assert len(numbers) <= 1, (name, numbers)

@@ -197,7 +197,7 @@ def test_08_measured():
     assert (resolve(smoke["model_dir"]) / "MODEL_CARD.md").exists()
     # search-match, the split by close twin, the final answer
     assert m["n_close_twin"] + m["n_novel"] == m["n_measured"]
-    for key in ("search_eg", "final_eg"):
+    for key in ("search_eg", "final_eg", "final_no_shortlist_eg"):
         assert 0.0 <= m[f"{key}_top1"] <= m[f"{key}_top5"] <= 1.0
     if m["n_novel"]:
         assert m["novel_margin_eg_top1"] == pytest.approx(m["shipped_novel_eg_top1"] - m["search_novel_eg_top1"])

@@ -52,8 +52,8 @@ def augmentation_key(augmentation: Augmentation) -> dict:
     """The augmentation as cache-key data. Options added to :class:`Augmentation` later are left out
     while they are off, so that the models cached before them stay valid."""
     key = dataclasses.asdict(augmentation)
-    for option in ("coverage", "noise_level"):
-        if key.get(option) is None:
+    for option in ("coverage", "noise_level", "cell_strain"):
+        if not key.get(option):
             key.pop(option, None)
     return key
 

@@ -1,10 +1,21 @@
 """The answer a crystallographer gets for a measured pattern: the model's extinction groups beside the
 closest database entries, and which of the two to trust. Also the ``xtal-classify`` command.
 
-A close database match (cosine similarity at least ``threshold``, see :mod:`xtal_utils.search_match`)
-means a known phase: the final ranking then puts the matched entries' extinction groups first
-(``match_weight`` of the probability, the model's answer the rest). Without a close match the pattern
-is probably a structure the database does not hold, and the final answer is the model's.
+The final answer has two parts:
+
+- the **shortlist**: the model's probabilities times those of the groups of the nearest database
+  entries in a square-root view of the patterns (:meth:`xtal_utils.search_match.Library.rescaled`),
+  raised to ``SHORTLIST_POWER``. Square roots weigh where the peaks are over how strong they are, so
+  these entries are the structure types near the pattern even when none is its twin; the model's
+  answer is re-ranked by them;
+- a close database match (cosine similarity of the linear patterns at least ``threshold``, see
+  :mod:`xtal_utils.search_match`) means a known phase: the matched entries' extinction groups then
+  come first (``match_weight`` of the probability, the shortlist the rest), and ``trust`` is 'match'.
+  Without a close match the pattern is probably a structure the database does not hold, the final
+  answer is the shortlist and ``trust`` is 'model'.
+
+The constants were chosen on RRUFF dev; ``benchmarks/final_answer.py`` shows how much that choice
+adds there, and its cross-validated estimate.
 
 From the shell::
 
@@ -31,6 +42,10 @@ from xtal_utils.config import to_jsonable
 PATTERN_SUFFIXES = (".xy", ".xye", ".csv", ".dat", ".txt", ".gsa", ".gss", ".fxye", ".gsas", ".raw")
 MATCH_THRESHOLD = 0.7  # cosine similarity of the nearest entry above which the phase counts as known
 MATCH_WEIGHT = 0.9  # share of the final probability given to the matched entries' groups
+SHORTLIST_VIEW = "sqrt"  # intensity scale of the library view whose nearest entries re-rank the model's answer
+SHORTLIST_SHARPNESS = 30.0  # of that view's extinction-group scores (Library.extinction_group_scores)
+SHORTLIST_POWER = 1.0  # exponent of those scores in the shortlist; 0 = the model's answer alone
+SHORTLIST_FLOOR = 1e-3  # added to those scores, so that a group no near entry has is lowered, not ruled out
 TOP_MATCHES = 5
 CHUNK = 32  # files classified together in the command
 
@@ -46,12 +61,37 @@ class Answer:
     trust: str  # 'match' or 'model'
 
 
-def combine(model_eg: np.ndarray, match_eg: np.ndarray | None, best_similarity: float | None, *,
-            threshold: float = MATCH_THRESHOLD, weight: float = MATCH_WEIGHT) -> tuple[np.ndarray, str]:
-    """The final extinction-group probabilities and the trust ('match' or 'model') of one pattern."""
-    if match_eg is None or best_similarity is None or best_similarity < threshold:
-        return model_eg, "model"
-    return weight * match_eg + (1 - weight) * model_eg, "match"
+def final_answers(model_eg: np.ndarray, match_eg: np.ndarray | None = None, best_similarity=None,
+                  types_eg: np.ndarray | None = None, *, threshold: float = MATCH_THRESHOLD,
+                  weight: float = MATCH_WEIGHT, power: float = SHORTLIST_POWER,
+                  floor: float = SHORTLIST_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """The final extinction-group probabilities (batch, 99) and which patterns have a close match (batch,).
+
+    Args:
+        model_eg: (batch, 99) the model's probabilities.
+        match_eg: (batch, 99) the linear search-match's scores (``Library.extinction_group_scores``), or None.
+        best_similarity: (batch,) the linear search-match's best similarity, or None.
+        types_eg: (batch, 99) the scores of the shortlist's view (``SHORTLIST_VIEW``), or None: then the
+            shortlist is the model's answer.
+    """
+    shortlist = np.asarray(model_eg, dtype=np.float64)
+    if types_eg is not None and power:
+        shortlist = shortlist * (np.asarray(types_eg, dtype=np.float64) + floor) ** power
+        shortlist = shortlist / shortlist.sum(axis=-1, keepdims=True)
+    if match_eg is None or best_similarity is None:
+        return shortlist, np.zeros(len(shortlist), dtype=bool)
+    known = np.asarray(best_similarity) >= threshold
+    return np.where(known[:, None], weight * np.asarray(match_eg) + (1 - weight) * shortlist, shortlist), known
+
+
+def combine(model_eg: np.ndarray, match_eg: np.ndarray | None, best_similarity: float | None,
+            types_eg: np.ndarray | None = None, **options) -> tuple[np.ndarray, str]:
+    """The final extinction-group probabilities (99,) and the trust ('match' or 'model') of one pattern;
+    ``options`` as in :func:`final_answers`."""
+    final, known = final_answers(np.asarray(model_eg)[None], None if match_eg is None else np.asarray(match_eg)[None],
+                                 None if best_similarity is None else np.array([best_similarity]),
+                                 None if types_eg is None else np.asarray(types_eg)[None], **options)
+    return final[0], "match" if known[0] else "model"
 
 
 def answer(classifier, two_theta, intensity, *, wavelength: float, library=None, use_prior: bool | None = None,
@@ -83,19 +123,18 @@ def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, libra
     space_groups = None
     if classifier.kind == "space_group":
         space_groups, p = p, symmetry.collapse_to_extinction_groups(p)
-    out = []
-    similarity = match_eg = None
+    similarity = match_eg = best = types_eg = None
     if library is not None:
         similarity = library.similarities(queries)
-        match_eg = library.extinction_group_scores(similarity)
+        match_eg, best = library.extinction_group_scores(similarity), similarity.max(axis=1)
+        view = library.rescaled(SHORTLIST_VIEW)
+        types_eg = view.extinction_group_scores(view.similarities(queries), sharpness=SHORTLIST_SHARPNESS)
+    final, known = final_answers(p, match_eg, best, types_eg, threshold=threshold, weight=weight)
+    out = []
     for i in range(len(inputs)):
-        matches, best = [], None
-        if similarity is not None:
-            matches = library.matches(similarity[i], top_matches).to_dict("records")
-            best = float(similarity[i].max())
-        final, trust = combine(p[i], None if match_eg is None else match_eg[i], best, threshold=threshold,
-                               weight=weight)
-        out.append(Answer(final, p[i], None if space_groups is None else space_groups[i], matches, trust))
+        matches = [] if similarity is None else library.matches(similarity[i], top_matches).to_dict("records")
+        out.append(Answer(final[i], p[i], None if space_groups is None else space_groups[i], matches,
+                          "match" if known[i] else "model"))
     return out
 
 
@@ -162,9 +201,10 @@ def format_one(item: dict, classifier, args) -> str:
                          "its group leads the final ranking.")
         else:
             lines.append(f"answer: no close database entry (best similarity {best['similarity']:.3f} < "
-                         f"{args.threshold:g}); the final ranking is the model's, for a structure the database lacks.")
+                         f"{args.threshold:g}): a structure the database lacks. The final ranking is the model's, "
+                         "re-ranked by the groups of the nearest structure types.")
         lines.append("")
-    blocks = [("final answer (extinction groups)", item["final"])] if item["trust"] == "match" else []
+    blocks = [("final answer (extinction groups)", item["final"])] if item["matches"] else []
     blocks.append(("model (extinction groups)", item["model"]))
     if "model_space_groups" in item:
         blocks.append(("model (space groups)", item["model_space_groups"]))

@@ -6,7 +6,10 @@ A measured pattern and every database pattern are put on one 2-theta grid and pr
 1. the background is removed by a morphological opening (a running minimum, then a running maximum,
    over ``background_window`` points), which follows a slowly varying baseline under the peaks;
 2. intensities stay linear (``intensity='linear'``); square roots or logarithms, which lift weak
-   peaks and noise, matched RRUFF dev worse (``benchmarks/search_match.py``);
+   peaks and noise, find the nearest entry of RRUFF dev less often (``benchmarks/search_match.py``).
+   Square roots weigh where the peaks are more than how strong they are, which ranks the
+   structure types near a pattern that has no twin in the database better: :mod:`xtal_utils.identify`
+   uses that view (:meth:`Library.rescaled`) for the shortlist of its final answer;
 3. each pattern is scaled to unit length, so that the similarity is a cosine in [0, 1].
 
 The measured pattern is also compared after small changes of its 2-theta scale, a lattice strain
@@ -127,9 +130,26 @@ class Library:
     patterns: np.ndarray
     table: pd.DataFrame
     settings: SearchSettings
+    _views: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def rescaled(self, intensity: str) -> Library:
+        """The same entries prepared with another ``intensity`` scale ('linear', 'sqrt' or 'log'), made
+        from this library's linear patterns once and kept. Exact: a prepared linear pattern divided by
+        its maximum is the background-free pattern scaled to a maximum of 1, which :func:`prepare` scales."""
+        if intensity == self.settings.intensity:
+            return self
+        if self.settings.intensity != "linear":
+            raise ValueError(f"only a linear library can be rescaled, this one is {self.settings.intensity!r}")
+        if intensity not in self._views:
+            settings = dataclasses.replace(self.settings, intensity=intensity)
+            peak = self.patterns.max(axis=1, keepdims=True)
+            unit = np.clip(self.patterns, 0.0, None) / np.where(peak > 0, peak, 1.0)
+            self._views[intensity] = Library(prepare(unit, dataclasses.replace(settings, background_window=0)),
+                                             self.table, settings)
+        return self._views[intensity]
 
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """Cosine similarities (batch, n) of queries (batch, n_variants, n_points), the best over variants.
@@ -220,13 +240,14 @@ LIBRARY_FORMAT = "xtal-search-library/1"
 
 
 def save_library(library: Library, path) -> Path:
-    """Write a library to one ``.npz`` file (patterns as float16), atomically."""
+    """Write a library to one ``.npz`` file (patterns as float32: in float16 the weak peaks that a
+    square-root view lifts lose their precision), atomically."""
     path = Path(path)
     arrays = {name: np.asarray(library.table[name].astype(str).tolist(), dtype=str)
               for name in ("entry_id", "mineral", "formula")}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append '.npz'
         np.savez(f, format=LIBRARY_FORMAT, settings=json.dumps(to_jsonable(library.settings)),
-                 patterns=library.patterns.astype(np.float16),
+                 patterns=library.patterns.astype(np.float32),
                  space_group=library.table["space_group"].to_numpy(dtype=np.int16), **arrays)
     return path
 
@@ -266,7 +287,7 @@ def default_library(settings: SearchSettings | None = None, *, progress: bool = 
     key = {k: v for k, v in to_jsonable(settings).items() if k not in ("zero_shifts", "strains", "min_coverage")}
     from importlib.metadata import version
 
-    key = {"settings": key, "simulator": SIMULATOR_VERSION, "larixite": version("larixite")}
+    key = {"settings": key, "simulator": SIMULATOR_VERSION, "larixite": version("larixite"), "stored": "float32"}
     path = CACHE / "search_match" / f"amcsd-{cache_key(key)}.npz"
     if path.is_file():
         library = load_library(path)

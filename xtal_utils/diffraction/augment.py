@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 
 N_UNIFORM = 8  # per-pattern uniform draws: one column per effect, so turning one off shifts no other
@@ -22,7 +23,11 @@ class Augmentation:
         crystallite_size: (low, high) in nm, sampled log-uniformly; adds Scherrer broadening
             ``K lambda / (L cos theta)`` in quadrature to the instrumental width.
         strain: largest isotropic lattice strain |e| (a -> a (1 + e)). Isotropic, because an
-            anisotropic strain would break the symmetry that is the label.
+            arbitrary strain would break the symmetry that is the label.
+        cell_strain: largest relative change |e_i| of each cell edge, drawn apart for each edge
+            (a_i -> a_i (1 + e_i), angles kept; see :func:`cell_strain_factors`). It keeps the space
+            group and stands for the isostructural relatives of a structure (other compositions of
+            the same structure type), whose edges differ by a few percent, each by its own amount.
         zero_shift: largest |shift| of the 2-theta zero, in degrees.
         march_dollase: (low, high) of the March-Dollase r (1 = random powder, < 1 plates,
             > 1 needles); the texture axis is a*, b* or c*, chosen at random.
@@ -56,6 +61,7 @@ class Augmentation:
     intensity_scale: tuple[float, float] | None = None
     coverage: tuple[float, float] | None = None
     noise_level: tuple[float, float] | None = None
+    cell_strain: float = 0.0
 
     def draw(self, n: int, generator: torch.Generator, device, dtype=torch.float32) -> dict:
         """Per-pattern parameters, each an (n,) tensor on ``device`` (absent when switched off)."""
@@ -98,6 +104,9 @@ class Augmentation:
             lo, hi = self.noise_level
             draw = torch.rand(n, generator=generator, device=device, dtype=dtype)
             out["noise_level"] = lo * (hi / lo) ** draw
+        if self.cell_strain:  # drawn last, so that switching it on changes no other draw
+            draw = torch.rand((n, 3), generator=generator, device=device, dtype=dtype)
+            out["cell_strain"] = self.cell_strain * (2 * draw - 1)
         return out
 
     def max_strain(self) -> float:
@@ -136,3 +145,21 @@ class Augmentation:
         if "intensity_scale" in params:
             patterns = patterns * params["intensity_scale"][:, None]
         return patterns
+
+
+def cell_strain_factors(lattice: np.ndarray, strain: np.ndarray, rtol: float = 1e-4) -> np.ndarray:
+    """(n, 3) factors 1 + e_i on the edges of cells ``lattice`` (n, 3, 3), rows the edge vectors, from
+    drawn strains (n, 3).
+
+    Edges of equal length (within ``rtol``) take the strain of the first of them. Scaling the edges
+    with the angles kept then keeps every symmetry operation of a cell in a conventional setting: an
+    operation maps edges onto edges of the same length (a = b in tetragonal and hexagonal cells,
+    a = b = c in cubic and rhombohedral ones), and only the lengths change.
+    """
+    lengths = np.linalg.norm(np.asarray(lattice, dtype=np.float64), axis=2)
+    e = np.array(strain, dtype=np.float64)
+    for j in (1, 2):
+        for i in range(j):
+            same = np.abs(lengths[:, j] - lengths[:, i]) <= rtol * lengths[:, i]
+            e[same, j] = e[same, i]
+    return 1.0 + e

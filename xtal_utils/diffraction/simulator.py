@@ -20,7 +20,7 @@ import torch
 
 from xtal_utils.config import default_device
 from xtal_utils.diffraction import profile as _profile
-from xtal_utils.diffraction.augment import Augmentation
+from xtal_utils.diffraction.augment import Augmentation, cell_strain_factors
 from xtal_utils.diffraction.laue import HEXAGONAL_GROUPS, PERMUTATION_GROUPS, laue_symmetry
 from xtal_utils.diffraction.laue import _cache as _laue_cache
 from xtal_utils.diffraction.reflections import _box_points, _nonneg, reflections_in_shell
@@ -298,6 +298,9 @@ class PowderSimulator:
         r_hi = 2 * math.sin(math.radians(hi_ext / 2)) / self.wavelength
         out = None
         flips, permutations, centres, hexagonal = laue_symmetry(batch) if symmetry is None else symmetry
+        if "cell_strain" in params:  # edges scaled, angles and symmetry kept: the batch's symmetry still holds
+            factors = cell_strain_factors(batch.lattice, params["cell_strain"].cpu().numpy())
+            batch = dataclasses.replace(batch, lattice=batch.lattice * factors[:, :, None])
         for rows in self._passes(batch, r_hi * (1 + strain), n_fft, flips):
             sub = {key: value[rows] for key, value in params.items()}
             atoms = flatten_atoms(self, batch[rows], r_hi * (1 + strain), debye_waller_factors, dtype=dtype,
