@@ -3,9 +3,9 @@ closest database entries, and which of the two to trust. Also the ``xtal-classif
 
 The final answer has two parts:
 
-- the **shortlist**: the model's probabilities times those of the groups of the nearest database
+- the **shortlist**: the model's probabilities times the scores of the groups of the nearest database
   entries in a square-root view of the patterns (:meth:`xtal_utils.search_match.Library.rescaled`),
-  raised to ``SHORTLIST_POWER``. Square roots weigh where the peaks are over how strong they are, so
+  those scores plus ``SHORTLIST_FLOOR`` raised to ``SHORTLIST_POWER``, normalised. Square roots weigh where the peaks are over how strong they are, so
   these entries are the structure types near the pattern even when none is its twin; the model's
   answer is re-ranked by them;
 - a close database match (cosine similarity of the linear patterns at least ``threshold``, see
