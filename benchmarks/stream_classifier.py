@@ -14,7 +14,7 @@ Training is checkpointed in ``data/cache/stream_models/`` and resumes when inter
 
 The scores, on the 454 measured RRUFF development patterns, in extinction groups: the model with
 and without its prior, the frequency prior, search-match against AMCSD (``xtal_utils.search_match``)
-and the final answer of ``xtal-classify`` (``xtal_utils.identify.combine``), on all patterns and
+and the final answer of ``xtal-classify`` (``xtal_utils.identify.final_answers``), on all patterns and
 split by whether AMCSD holds a close twin (best similarity >= the threshold). Nothing here is tuned on
 RRUFF: the recipe's settings were fixed before it was scored. Results go to
 ``benchmarks/results/stream_classifier.json`` with their provenance.
@@ -61,7 +61,19 @@ def rruff_inputs(*, threshold: float, amcsd_limit=None) -> dict:
             "extinction_group": symmetry.extinction_groups(rruff["space_group"].astype(int)),
             "match_eg": library.extinction_group_scores(similarity), "best": best, "known": best >= threshold,
             "types_eg": view.extinction_group_scores(types_similarity, sharpness=identify.SHORTLIST_SHARPNESS),
-            "types_similarity": types_similarity, "view": view, "threshold": threshold}
+            "types_similarity": types_similarity, "view": view, "threshold": threshold,
+            "training_family_shares": training_family_shares()}
+
+
+def training_family_shares() -> np.ndarray:
+    """The crystal-family shares of AMCSD's de-duplicated training split (grouped split, seed 0, on the AMCSD
+    member's grid), the training side of the final answer's family shift (notebook 08 computes the same)."""
+    from xtal_utils import evaluate, experiments as ex
+
+    data = ex.amcsd_set()
+    splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=0,
+                               valid=data.valid(ex.Grid(n_points=2048, fwhm=0.1)))
+    return evaluate.family_shares(data.space_groups[np.asarray(splits["train"])])
 
 
 def model_eg(classifier, rruff: dict, *, use_prior: bool | None) -> np.ndarray:
@@ -75,14 +87,17 @@ def model_eg(classifier, rruff: dict, *, use_prior: bool | None) -> np.ndarray:
 
 def score_answers(answers: dict, rruff: dict) -> dict:
     """EG top-1/top-5 (percent) of each answer (name: (454, 99) probabilities), on all patterns and by
-    close twin, beside search-match and the final answer (``identify.combine``) of each model."""
+    close twin, beside search-match and the final answer (``identify.final_answers``, with the family shift
+    estimated from that model's answers on these patterns, no labels) of each model."""
     from xtal_utils import evaluate, identify
 
     truth, known, match_eg, best = rruff["space_group"], rruff["known"], rruff["match_eg"], rruff["best"]
     answers = dict(answers)
-    for name in [n for n in answers if n.startswith("model")]:
+    for name in [n for n in answers if n.startswith("model")]:  # each with its own family shift, as notebook 08 makes it
+        training = rruff["training_family_shares"]
+        family = identify.family_weights(evaluate.estimate_family_shares(answers[name], training), training)
         answers[f"final ({name})"] = identify.final_answers(answers[name], match_eg, best, rruff["types_eg"],
-                                                            threshold=rruff["threshold"])[0]
+                                                            threshold=rruff["threshold"], family=family)[0]
     answers["search-match"] = match_eg
     subsets = {"all": np.ones(len(truth), bool), "close twin": known, "no close twin": ~known}
     out = {"n": len(truth), "n_close_twin": int(known.sum()), "threshold": rruff["threshold"], "scores": {}}

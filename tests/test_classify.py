@@ -477,6 +477,38 @@ def test_the_shortlist_reranks_the_model_by_the_nearest_structure_types():
     assert np.argsort(-final[0])[1] == 9  # under a close match, the shortlist ranks the rest
 
 
+def test_the_family_shift_weighs_families_by_measured_over_training_shares(tmp_path, sg_model, sg_path):
+    import dataclasses
+
+    from xtal_utils.identify import answers, classifier_family_weights, family_weights, final_answers, prepare
+    from xtal_utils.search_match import load_library
+
+    training, measured = [0.01, 0.2, 0.2, 0.19, 0.2, 0.2], [0.16, 0.2, 0.2, 0.04, 0.2, 0.2]  # evaluate.FAMILIES order
+    weights = family_weights(measured, training, power=0.5)
+    triclinic, tetragonal, cubic = symmetry.extinction_group(2) - 1, symmetry.extinction_group(123) - 1, 93
+    assert weights[triclinic] == pytest.approx(4.0) and weights[tetragonal] == pytest.approx(np.sqrt(4 / 19))
+    assert weights[cubic] == pytest.approx(1.0)
+    model = np.full(99, 0.5 / 97)
+    model[[triclinic, tetragonal]] = 0.25
+    final = final_answers(model[None], family=weights)[0]
+    assert final.argmax() == triclinic and final.sum() == pytest.approx(1.0)
+    # carried by the classifier file; --no-prior (use_prior=False) and no library leave it out
+    assert classifier_family_weights(sg_model) is None
+    shifted = dataclasses.replace(sg_model, metadata={**sg_model.metadata,
+                                                      "family_shares": {"training": training, "measured": measured}})
+    np.testing.assert_allclose(classifier_family_weights(shifted), weights)
+    library = load_library(_library(tmp_path))
+    inputs, queries = prepare(shifted, library, *_pattern(peaks=(6.1, 3.7, 2.05)), wavelength=CU)
+    plain = answers(sg_model, inputs, queries[None], library=library)[0]
+    on = answers(shifted, inputs, queries[None], library=library)[0]
+    off = answers(shifted, inputs, queries[None], library=library, use_prior=False)[0]
+    assert on.trust == plain.trust == "model"  # no close match: the final answer is the shortlist, times the weights
+    np.testing.assert_allclose(on.final, plain.final * weights / (plain.final * weights).sum(), rtol=1e-6)
+    np.testing.assert_allclose(on.model, plain.model)  # the model's own answer is left as it is
+    np.testing.assert_allclose(off.final, answers(sg_model, inputs, queries[None], library=library,
+                                                  use_prior=False)[0].final)
+
+
 def test_a_rescaled_library_is_the_library_prepared_with_that_scale(tmp_path):
     import dataclasses
 

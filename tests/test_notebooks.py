@@ -197,8 +197,12 @@ def test_08_measured():
     assert (resolve(smoke["model_dir"]) / "MODEL_CARD.md").exists()
     # search-match, the split by close twin, the final answer
     assert m["n_close_twin"] + m["n_novel"] == m["n_measured"]
-    for key in ("search_eg", "final_eg", "final_no_shortlist_eg"):
+    for key in ("search_eg", "final_eg", "final_no_shortlist_eg", "final_no_family_eg", "final_split_half_eg"):
         assert 0.0 <= m[f"{key}_top1"] <= m[f"{key}_top5"] <= 1.0
+    for shares in ("family_shares_training", "family_shares_estimated", "family_shares_true"):
+        assert sum(m[shares].values()) == pytest.approx(1.0) and min(m[shares].values()) >= 0
+    assert classifier.metadata["family_shares"]["measured"] == pytest.approx(
+        [m["family_shares_estimated"][f] for f in classifier.metadata["family_shares"]["families"]])
     if m["n_novel"]:
         assert m["novel_margin_eg_top1"] == pytest.approx(m["shipped_novel_eg_top1"] - m["search_novel_eg_top1"])
     # the neutron classifier and the eight measured neutron patterns

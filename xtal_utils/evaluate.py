@@ -195,6 +195,45 @@ def frequency_prior(space_groups, kind: str, smoothing: float = 0.0) -> np.ndarr
     return counts / counts.sum()
 
 
+def family_shares(space_groups) -> np.ndarray:
+    """(len(FAMILIES),) the share of each crystal family (:data:`FAMILIES`) among ``space_groups``."""
+    families = [FAMILIES.index(symmetry.crystal_family(int(sg))) for sg in np.asarray(space_groups).ravel()]
+    return np.bincount(families, minlength=len(FAMILIES)) / max(len(families), 1)
+
+
+def estimate_family_shares(probabilities, training_shares, *, kind: str = "extinction_group",
+                           iterations: int = 500, tol: float = 1e-10) -> np.ndarray:
+    """The crystal-family shares of unlabelled patterns, from a classifier's answers on them.
+
+    Saerens, Latinne & Decaestecker (2002), "Adjusting the outputs of a classifier to new a priori
+    probabilities", at the level of crystal families: each family's probabilities are multiplied by
+    (its share here / its share in training), the answers renormalised, and the shares here re-estimated
+    as the mean of the adjusted answers, until they settle. No label is used. It assumes that the
+    families' shares are all that differ between the training data and these patterns (label shift),
+    and calibrated probabilities.
+
+    Args:
+        probabilities: (n, n_classes) answers in ``kind`` space.
+        training_shares: (len(FAMILIES),) the families' shares in the training data.
+
+    Returns:
+        (len(FAMILIES),) the estimated shares, summing to 1.
+    """
+    families = _to_coarse(kind, "family").astype(np.float64)  # (n_classes, n_families)
+    p = np.asarray(probabilities, dtype=np.float64)
+    source = np.clip(np.asarray(training_shares, dtype=np.float64), 1e-6, None)
+    shares = source.copy()
+    for _ in range(iterations):
+        adjusted = p * (families @ (shares / source))
+        adjusted /= adjusted.sum(axis=1, keepdims=True)
+        new = adjusted.mean(axis=0) @ families
+        done = np.abs(new - shares).max() < tol
+        shares = new
+        if done:
+            break
+    return shares
+
+
 def negative_log_likelihood(probabilities, labels, floor: float = 1e-12) -> float:
     """Mean -log p(true label); probabilities below ``floor`` count as ``floor``."""
     probabilities = np.asarray(probabilities)

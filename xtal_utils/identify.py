@@ -8,6 +8,12 @@ The final answer has two parts:
   those scores plus ``SHORTLIST_FLOOR`` raised to ``SHORTLIST_POWER``, normalised. Square roots weigh where the peaks are over how strong they are, so
   these entries are the structure types near the pattern even when none is its twin; the model's
   answer is re-ranked by them;
+- the shortlist is also weighted by crystal family, when the classifier file carries family shares
+  (``metadata['family_shares']``): each family by (its share among measured minerals / its share in the
+  training data) ** ``FAMILY_SHIFT_POWER``. The measured shares are estimated without labels from the
+  classifier's answers on measured patterns (:func:`xtal_utils.evaluate.estimate_family_shares`); they
+  correct the training database's lack of low-symmetry minerals. ``use_prior=False`` (``--no-prior``)
+  turns this off with the class prior, for a sample unlike the usual minerals;
 - a close database match (cosine similarity of the linear patterns at least ``threshold``, see
   :mod:`xtal_utils.search_match`) means a known phase: the matched entries' extinction groups then
   come first (``match_weight`` of the probability, the shortlist the rest), and ``trust`` is 'match'.
@@ -46,6 +52,7 @@ SHORTLIST_VIEW = "sqrt"  # intensity scale of the library view whose nearest ent
 SHORTLIST_SHARPNESS = 30.0  # of that view's extinction-group scores (Library.extinction_group_scores)
 SHORTLIST_POWER = 1.0  # exponent of those scores in the shortlist; 0 = the model's answer alone
 SHORTLIST_FLOOR = 1e-3  # added to those scores, so that a group no near entry has is lowered, not ruled out
+FAMILY_SHIFT_POWER = 0.5  # exponent of (measured / training family shares) in the shortlist; the estimate overshoots
 TOP_MATCHES = 5
 CHUNK = 32  # files classified together in the command
 
@@ -61,10 +68,26 @@ class Answer:
     trust: str  # 'match' or 'model'
 
 
+def family_weights(measured_shares, training_shares, power: float = FAMILY_SHIFT_POWER) -> np.ndarray:
+    """(99,) each extinction group's weight: (its family's measured share / training share) ** power.
+
+    Shares are over :data:`xtal_utils.evaluate.FAMILIES`."""
+    from xtal_utils.evaluate import _to_coarse
+
+    ratio = np.asarray(measured_shares, dtype=np.float64) / np.clip(np.asarray(training_shares, dtype=np.float64), 1e-6, None)
+    return _to_coarse("extinction_group", "family").astype(np.float64) @ (ratio ** power)
+
+
+def classifier_family_weights(classifier) -> np.ndarray | None:
+    """The family weights (99,) that a classifier file carries (``metadata['family_shares']``), or None."""
+    shares = (getattr(classifier, "metadata", None) or {}).get("family_shares")
+    return None if shares is None else family_weights(shares["measured"], shares["training"])
+
+
 def final_answers(model_eg: np.ndarray, match_eg: np.ndarray | None = None, best_similarity=None,
                   types_eg: np.ndarray | None = None, *, threshold: float = MATCH_THRESHOLD,
                   weight: float = MATCH_WEIGHT, power: float = SHORTLIST_POWER,
-                  floor: float = SHORTLIST_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+                  floor: float = SHORTLIST_FLOOR, family: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The final extinction-group probabilities (batch, 99) and which patterns have a close match (batch,).
 
     Args:
@@ -73,8 +96,12 @@ def final_answers(model_eg: np.ndarray, match_eg: np.ndarray | None = None, best
         best_similarity: (batch,) the linear search-match's best similarity, or None.
         types_eg: (batch, 99) the scores of the shortlist's view (``SHORTLIST_VIEW``), or None: then the
             shortlist is the model's answer.
+        family: (99,) weights of the groups by crystal family (:func:`family_weights`), or None.
     """
     shortlist = np.asarray(model_eg, dtype=np.float64)
+    if family is not None:
+        shortlist = shortlist * family
+        shortlist = shortlist / shortlist.sum(axis=-1, keepdims=True)
     if types_eg is not None and power:
         shortlist = shortlist * (np.asarray(types_eg, dtype=np.float64) + floor) ** power
         shortlist = shortlist / shortlist.sum(axis=-1, keepdims=True)
@@ -129,7 +156,8 @@ def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, libra
         match_eg, best = library.extinction_group_scores(similarity), similarity.max(axis=1)
         view = library.rescaled(SHORTLIST_VIEW)
         types_eg = view.extinction_group_scores(view.similarities(queries), sharpness=SHORTLIST_SHARPNESS)
-    final, known = final_answers(p, match_eg, best, types_eg, threshold=threshold, weight=weight)
+    family = None if use_prior is False or library is None else classifier_family_weights(classifier)
+    final, known = final_answers(p, match_eg, best, types_eg, threshold=threshold, weight=weight, family=family)
     out = []
     for i in range(len(inputs)):
         matches = [] if similarity is None else library.matches(similarity[i], top_matches).to_dict("records")
@@ -202,7 +230,7 @@ def format_one(item: dict, classifier, args) -> str:
         else:
             lines.append(f"answer: no close database entry (best similarity {best['similarity']:.3f} < "
                          f"{args.threshold:g}): a structure the database lacks. The final ranking is the model's, "
-                         "re-ranked by the groups of the nearest structure types.")
+                         "re-ranked by the groups of the nearest structure types (and the family shift, if the file has one).")
         lines.append("")
     blocks = [("final answer (extinction groups)", item["final"])] if item["matches"] else []
     blocks.append(("model (extinction groups)", item["model"]))
