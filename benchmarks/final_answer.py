@@ -143,7 +143,8 @@ def main() -> None:
           f"{h['top5_gain_range'][1]:+.1f})")
     b, c = result["best_in_sample"], result["cross_validated"]
     print(f"best grid setting in-sample: {b['setting']}: {b['top1']:.1f} / {b['top5']:.1f}")
-    print(f"the choice cross-validated (5 folds, 5 draws): {c['top1']:.1f} / {c['top5']:.1f} (top-5 per draw {c['top5_per_draw']})")
+    print(f"the choice cross-validated (5 folds, 5 draws): {c['top1']:.1f} / {c['top5']:.1f} "
+          f"(top-5 per draw {c['top5_per_draw']})")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
 

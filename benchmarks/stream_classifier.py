@@ -93,7 +93,7 @@ def score_answers(answers: dict, rruff: dict) -> dict:
 
     truth, known, match_eg, best = rruff["space_group"], rruff["known"], rruff["match_eg"], rruff["best"]
     answers = dict(answers)
-    for name in [n for n in answers if n.startswith("model")]:  # each with its own family shift, as notebook 08 makes it
+    for name in [n for n in answers if n.startswith("model")]:  # each with its own family shift, as in notebook 08
         training = rruff["training_family_shares"]
         family = identify.family_weights(evaluate.estimate_family_shares(answers[name], training), training)
         answers[f"final ({name})"] = identify.final_answers(answers[name], match_eg, best, rruff["types_eg"],

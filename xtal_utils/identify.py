@@ -5,9 +5,9 @@ The final answer has two parts:
 
 - the **shortlist**: the model's probabilities times the scores of the groups of the nearest database
   entries in a square-root view of the patterns (:meth:`xtal_utils.search_match.Library.rescaled`),
-  those scores plus ``SHORTLIST_FLOOR`` raised to ``SHORTLIST_POWER``, normalised. Square roots weigh where the peaks are over how strong they are, so
-  these entries are the structure types near the pattern even when none is its twin; the model's
-  answer is re-ranked by them;
+  those scores plus ``SHORTLIST_FLOOR`` raised to ``SHORTLIST_POWER``, normalised. Square roots
+  weigh where the peaks are over how strong they are, so these entries are the structure types near
+  the pattern even when none is its twin; the model's answer is re-ranked by them;
 - the shortlist is also weighted by crystal family, when the classifier file carries family shares
   (``metadata['family_shares']``): each family by (its share among measured minerals / its share in the
   training data) ** ``FAMILY_SHIFT_POWER``. The measured shares are estimated without labels from the
@@ -52,7 +52,7 @@ SHORTLIST_VIEW = "sqrt"  # intensity scale of the library view whose nearest ent
 SHORTLIST_SHARPNESS = 30.0  # of that view's extinction-group scores (Library.extinction_group_scores)
 SHORTLIST_POWER = 1.0  # exponent of those scores in the shortlist; 0 = the model's answer alone
 SHORTLIST_FLOOR = 1e-3  # added to those scores, so that a group no near entry has is lowered, not ruled out
-FAMILY_SHIFT_POWER = 0.5  # exponent of (measured / training family shares) in the shortlist; the estimate overshoots
+FAMILY_SHIFT_POWER = 0.5  # exponent of (measured / training family share); damped: the estimate overshoots
 TOP_MATCHES = 5
 CHUNK = 32  # files classified together in the command
 
@@ -74,7 +74,8 @@ def family_weights(measured_shares, training_shares, power: float = FAMILY_SHIFT
     Shares are over :data:`xtal_utils.evaluate.FAMILIES`."""
     from xtal_utils.evaluate import _to_coarse
 
-    ratio = np.asarray(measured_shares, dtype=np.float64) / np.clip(np.asarray(training_shares, dtype=np.float64), 1e-6, None)
+    training = np.clip(np.asarray(training_shares, dtype=np.float64), 1e-6, None)
+    ratio = np.asarray(measured_shares, dtype=np.float64) / training
     return _to_coarse("extinction_group", "family").astype(np.float64) @ (ratio ** power)
 
 
@@ -87,7 +88,8 @@ def classifier_family_weights(classifier) -> np.ndarray | None:
 def final_answers(model_eg: np.ndarray, match_eg: np.ndarray | None = None, best_similarity=None,
                   types_eg: np.ndarray | None = None, *, threshold: float = MATCH_THRESHOLD,
                   weight: float = MATCH_WEIGHT, power: float = SHORTLIST_POWER,
-                  floor: float = SHORTLIST_FLOOR, family: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  floor: float = SHORTLIST_FLOOR,
+                  family: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The final extinction-group probabilities (batch, 99) and which patterns have a close match (batch,).
 
     Args:
@@ -230,7 +232,8 @@ def format_one(item: dict, classifier, args) -> str:
         else:
             lines.append(f"answer: no close database entry (best similarity {best['similarity']:.3f} < "
                          f"{args.threshold:g}): a structure the database lacks. The final ranking is the model's, "
-                         "re-ranked by the groups of the nearest structure types (and the family shift, if the file has one).")
+                         "re-ranked by the groups of the nearest structure types (and the family shift, "
+                         "if the file has one).")
         lines.append("")
     blocks = [("final answer (extinction groups)", item["final"])] if item["matches"] else []
     blocks.append(("model (extinction groups)", item["model"]))
