@@ -1,7 +1,7 @@
 """The answer a crystallographer gets for a measured pattern: the model's extinction groups beside the
 closest database entries, and which of the two to trust. Also the ``xtal-classify`` command.
 
-The final answer has two parts:
+The final answer is built in three steps:
 
 - the **shortlist**: the model's probabilities times the scores of the groups of the nearest database
   entries in a square-root view of the patterns (:meth:`xtal_utils.search_match.Library.rescaled`),
