@@ -90,16 +90,16 @@ def main() -> None:
                         for subset, rows in (("all", np.ones(len(truth), bool)), ("close twin", known),
                                              ("no close twin", ~known))}
 
-    rng = np.random.default_rng(0)
-    halves = []
-    for _ in range(20):
-        order = rng.permutation(len(truth))
-        for fit, scored in ((order[::2], order[1::2]), (order[1::2], order[::2])):
-            shares = evaluate.estimate_family_shares(model[fit], training)
-            h1, h5 = hits(final(**package, shares=shares, rows=scored), truth[scored])
-            b1, b5 = hits(final(**{**package, "family_power": 0.0}, rows=scored), truth[scored])
-            halves.append((h1.mean(), h5.mean(), b1.mean(), b5.mean()))
+    halves, unshifted = [], answers["final answer without the family shift"]
+    for rows, half in identify.split_half_answers(model, rruff["match_eg"], rruff["best"],
+                                                  types[package["sharpness"]], training, power=package["power"],
+                                                  floor=package["floor"], threshold=package["threshold"],
+                                                  weight=package["weight"]):
+        h1, h5 = hits(half, truth[rows])
+        b1, b5 = hits(unshifted[rows], truth[rows])
+        halves.append((h1.mean(), h5.mean(), b1.mean(), b5.mean()))
     halves = 100 * np.array(halves)
+    rng = np.random.default_rng(0)
 
     settings = list(itertools.product(*GRID.values()))
     in_sample = {key: hits(final(*key), truth) for key in settings}

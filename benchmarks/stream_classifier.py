@@ -41,13 +41,11 @@ def rruff_inputs(*, threshold: float, amcsd_limit=None) -> dict:
     """RRUFF dev and its search-match against AMCSD: the patterns, the true extinction groups, the
     search-match's extinction-group scores, which patterns have a close twin (best similarity >=
     ``threshold``), and the similarities and scores of the shortlist's view (``identify.SHORTLIST_VIEW``)."""
-    from xtal_utils import search_match, symmetry
+    from xtal_utils import identify, search_match, symmetry
     from xtal_utils.paths import DATA
 
     rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")
     two_theta, measured = rruff["two_theta"], rruff["intensity"].astype(np.float64)
-    from xtal_utils import identify
-
     settings = search_match.SearchSettings()
     library = (search_match.default_library(settings) if amcsd_limit is None
                else search_match.amcsd_library(settings, limit=amcsd_limit))
@@ -92,9 +90,8 @@ def score_answers(answers: dict, rruff: dict) -> dict:
     from xtal_utils import evaluate, identify
 
     truth, known, match_eg, best = rruff["space_group"], rruff["known"], rruff["match_eg"], rruff["best"]
-    answers = dict(answers)
+    answers, training = dict(answers), rruff["training_family_shares"]
     for name in [n for n in answers if n.startswith("model")]:  # each with its own family shift, as in notebook 08
-        training = rruff["training_family_shares"]
         family = identify.family_weights(evaluate.estimate_family_shares(answers[name], training), training)
         answers[f"final ({name})"] = identify.final_answers(answers[name], match_eg, best, rruff["types_eg"],
                                                             threshold=rruff["threshold"], family=family)[0]

@@ -509,6 +509,23 @@ def test_the_family_shift_weighs_families_by_measured_over_training_shares(tmp_p
                                                   use_prior=False)[0].final)
 
 
+def test_split_half_answers_each_half_with_shares_from_the_other():
+    from xtal_utils import evaluate
+    from xtal_utils.identify import family_weights, final_answers, split_half_answers
+
+    rng = np.random.default_rng(1)
+    model, types = rng.dirichlet(np.ones(99), 10), rng.dirichlet(np.ones(99), 10)
+    match, best, training = rng.dirichlet(np.ones(99), 10), np.linspace(0.5, 0.9, 10), np.full(6, 1 / 6)
+    halves = list(split_half_answers(model, match, best, types, training, draws=3))
+    assert len(halves) == 6
+    for (rows_a, _), (rows_b, _) in zip(halves[::2], halves[1::2]):
+        assert sorted(np.concatenate([rows_a, rows_b]).tolist()) == list(range(10))  # the two halves, both ways
+    rows, final = halves[0]
+    fit = halves[1][0]
+    family = family_weights(evaluate.estimate_family_shares(model[fit], training), training)
+    np.testing.assert_allclose(final, final_answers(model[rows], match[rows], best[rows], types[rows], family=family)[0])
+
+
 def test_a_rescaled_library_is_the_library_prepared_with_that_scale(tmp_path):
     import dataclasses
 

@@ -197,7 +197,7 @@ def frequency_prior(space_groups, kind: str, smoothing: float = 0.0) -> np.ndarr
 
 def family_shares(space_groups) -> np.ndarray:
     """(len(FAMILIES),) the share of each crystal family (:data:`FAMILIES`) among ``space_groups``."""
-    families = [FAMILIES.index(symmetry.crystal_family(int(sg))) for sg in np.asarray(space_groups).ravel()]
+    families = _coarse_labels(np.asarray(space_groups).ravel(), "family") - 1
     return np.bincount(families, minlength=len(FAMILIES)) / max(len(families), 1)
 
 

@@ -113,6 +113,28 @@ def final_answers(model_eg: np.ndarray, match_eg: np.ndarray | None = None, best
     return np.where(known[:, None], weight * np.asarray(match_eg) + (1 - weight) * shortlist, shortlist), known
 
 
+def split_half_answers(model_eg: np.ndarray, match_eg: np.ndarray, best_similarity: np.ndarray,
+                       types_eg: np.ndarray, training_shares, *, draws: int = 20, seed: int = 0, **options):
+    """The final answers of patterns whose family shares were estimated on other patterns.
+
+    For each of ``draws`` random splits of the patterns into two halves, both ways: the measured family
+    shares are estimated (without labels) from the model's answers on one half, and the other half is
+    answered with them. So no pattern is answered with shares estimated from itself.
+
+    Yields:
+        (rows, final): the answered patterns' indices and their final probabilities (len(rows), 99).
+    """
+    from xtal_utils.evaluate import estimate_family_shares
+
+    model_eg, rng = np.asarray(model_eg), np.random.default_rng(seed)
+    for _ in range(draws):
+        order = rng.permutation(len(model_eg))
+        for fit, rows in ((order[::2], order[1::2]), (order[1::2], order[::2])):
+            family = family_weights(estimate_family_shares(model_eg[fit], training_shares), training_shares)
+            yield rows, final_answers(model_eg[rows], match_eg[rows], best_similarity[rows], types_eg[rows],
+                                      family=family, **options)[0]
+
+
 def combine(model_eg: np.ndarray, match_eg: np.ndarray | None, best_similarity: float | None,
             types_eg: np.ndarray | None = None, **options) -> tuple[np.ndarray, str]:
     """The final extinction-group probabilities (99,) and the trust ('match' or 'model') of one pattern;
