@@ -202,8 +202,10 @@ class Library:
 
     def extinction_group_scores(self, similarity: np.ndarray, sharpness: float = 50.0) -> np.ndarray:
         """(batch, 99) a ranking of extinction groups from similarities (batch, n): each group scores
-        ``softmax(sharpness * similarity)`` summed over its entries, so the nearest entry's group ranks
-        first and the next distinct groups follow in order of their best entries."""
+        ``softmax(sharpness * similarity)`` summed over its entries, a vote of the nearest entries
+        weighted by how near they are. The nearest entry's group usually ranks first, but a group with
+        several entries almost as near can outrank it. On RRUFF dev the vote's first group is right for
+        239 of the 454 patterns, the nearest entry's group for 235."""
         similarity = np.atleast_2d(similarity).astype(np.float64)
         weights = np.exp(sharpness * (similarity - similarity.max(axis=1, keepdims=True)))
         labels = self.table["extinction_group"].to_numpy() - 1
