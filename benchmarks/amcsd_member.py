@@ -1,12 +1,12 @@
 """Notebook 08's AMCSD member, trained with other realism augmentations, scored on RRUFF dev alone and
 beside the shipped stream member.
 
-    .venv/bin/python benchmarks/amcsd_member.py --noise-level 0.0005 0.04    # the run in the README
+    .venv/bin/python benchmarks/amcsd_member.py --noise-level 0.0005 0.04    # the run in docs/learning.md
     .venv/bin/python benchmarks/amcsd_member.py --epochs 2 --tag amcsd_member_smoke
 
 The training is notebook 08's at the cpu preset (AMCSD's de-duplicated grouped split, seed 0, 2,048
 points, base FWHM 0.1 degrees, ``shipped_epochs`` 75 passes of batch 64, temperature fitted on
-augmented validation patterns), with ``experiments.REALISTIC`` changed only as the options say. It
+augmented validation patterns), with ``ps.REALISTIC`` changed only as the options say. It
 goes through the same model cache, so a run with no option is the member notebook 08 trains. The
 pair is the shipped ensemble's recipe (``classify.Ensemble``: this member and
 ``models/xtal-classify-xray-stream.pt``). Every answer is scored as in ``benchmarks/ensemble.py``, and
@@ -21,16 +21,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
+from xtal_utils.rruff import model_eg, novel_margins, rruff_inputs, score_answers
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ensemble import novel_margins  # noqa: E402
-from learning_curve import RESULTS, provenance  # noqa: E402
-from stream_classifier import model_eg, rruff_inputs, score_answers  # noqa: E402
 
 
 def main() -> None:
-    from xtal_utils import classify, evaluate, experiments as ex, symmetry
+    from xtal_utils import classify, evaluate, experiments as ex, pattern_sets as ps, symmetry
     from xtal_utils.identify import MATCH_THRESHOLD
     from xtal_utils.paths import MODELS
     from xtal_utils.train import TrainConfig, predict
@@ -47,20 +45,20 @@ def main() -> None:
     parser.add_argument("--tag", default="amcsd_member", help="results go to benchmarks/results/<tag>.json")
     args = parser.parse_args()
 
-    augmentation = ex.REALISTIC
+    augmentation = ps.REALISTIC
     if args.noise_level:
         augmentation = dataclasses.replace(augmentation, noise_level=tuple(args.noise_level))
     if args.cell_strain:
         augmentation = dataclasses.replace(augmentation, cell_strain=args.cell_strain)
-    grid, kind, seed = ex.Grid(n_points=2048, fwhm=0.1), "space_group", 0
-    data = ex.amcsd_set()
+    grid, kind, seed = ps.Grid(n_points=2048, fwhm=0.1), "space_group", 0
+    data = ps.amcsd_set()
     splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=seed, valid=data.valid(grid))
     start = time.perf_counter()
-    validation = ex.augmented_patterns(data, grid, splits["validation"], augmentation, seed=seed)
+    validation = ps.augmented_patterns(data, grid, splits["validation"], augmentation, seed=seed)
     val_source = ex.PatternSource(validation, data.space_groups[splits["validation"]], kind)
     result = ex.train_and_score(
         ex.augmented_source(data, grid, splits["train"], kind, augmentation), val_source, {}, kind=kind,
-        data_key=ex.data_key(data, grid, splits, augmentation=ex.augmentation_key(augmentation)),
+        data_key=ex.data_key(data, grid, splits, augmentation=ps.augmentation_key(augmentation)),
         config=TrainConfig(epochs=args.epochs, batch_size=64, seed=args.train_seed), name="08_measured augmented space_group")
     temperature = evaluate.fit_temperature(predict(result.model, val_source),
                                            symmetry.labels_of(val_source.space_groups, kind))
@@ -72,13 +70,13 @@ def main() -> None:
         classify.save_classifier(args.save, result.model, kind=kind, two_theta_range=member.two_theta_range,
                                  n_points=grid.n_points, wavelength=grid.wavelength, radiation=grid.radiation,
                                  temperature=temperature, prior=member.prior,
-                                 metadata={"augmentation": ex.augmentation_key(augmentation), "epochs": args.epochs,
+                                 metadata={"augmentation": ps.augmentation_key(augmentation), "epochs": args.epochs,
                                            **provenance(sys.argv)})
     stream = classify.load_classifier(MODELS / "xtal-classify-xray-stream.pt", device="cpu")
     rruff = rruff_inputs(threshold=MATCH_THRESHOLD)
     answers = {"model: AMCSD member": model_eg(member, rruff, use_prior=False),
                "model: pair with the stream member": model_eg(classify.Ensemble([member, stream]), rruff, use_prior=None)}
-    result_json = {"provenance": provenance(sys.argv), "augmentation": ex.augmentation_key(augmentation),
+    result_json = {"provenance": provenance(sys.argv), "augmentation": ps.augmentation_key(augmentation),
                    "epochs": args.epochs, "minutes (training, or reading the cache)": minutes,
                    "temperature": temperature, "rruff_dev": score_answers(answers, rruff),
                    "novel_margins": novel_margins(answers, rruff)}

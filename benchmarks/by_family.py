@@ -6,7 +6,7 @@ on simulated ones too?
 
 For each crystal family, on the 454 RRUFF development patterns and on AMCSD's de-duplicated test split
 (grouped split, seed 0: structures neither member trained on) simulated on RRUFF's grid with the realism
-augmentations (``experiments.REALISTIC``, seed 123):
+augmentations (``ps.REALISTIC``, seed 123):
 
 - the share of the patterns in that family;
 - the probability the classifier puts on the family (summed over its extinction groups), averaged over
@@ -34,11 +34,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
+from xtal_utils.rruff import model_eg, rruff_inputs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from learning_curve import RESULTS, provenance  # noqa: E402
-from stream_classifier import model_eg, rruff_inputs  # noqa: E402
 
 
 def top5(p: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -47,7 +46,7 @@ def top5(p: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from xtal_utils import classify, evaluate, experiments as ex, identify, symmetry
+    from xtal_utils import classify, evaluate, experiments as ex, identify, pattern_sets as ps, symmetry
     from xtal_utils.diffraction import CU_KALPHA1, PowderSimulator
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,12 +60,12 @@ def main() -> None:
     measured = model_eg(classifier, rruff, use_prior=None)
     final = identify.final_answers(measured, rruff["match_eg"], rruff["best"], rruff["types_eg"],
                                    family=identify.classifier_family_weights(classifier))[0]
-    data = ex.amcsd_set()
+    data = ps.amcsd_set()
     splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=0,
-                               valid=data.valid(ex.Grid(n_points=1024)))
+                               valid=data.valid(ps.Grid(n_points=1024)))
     test = np.asarray(splits["test"])
     simulator = PowderSimulator(two_theta_range=(5.0, 90.0), n_points=len(rruff["two_theta"]), fwhm=0.1, device="cpu")
-    patterns = simulator.simulate(data.structures[test], ex.REALISTIC, seed=123)
+    patterns = simulator.simulate(data.structures[test], ps.REALISTIC, seed=123)
     p = classifier.probabilities(rruff["two_theta"], patterns, wavelength=CU_KALPHA1, source="AMCSD test")
     simulated = symmetry.collapse_to_extinction_groups(p) if p.shape[1] == symmetry.N_SPACE_GROUPS else p
 

@@ -11,13 +11,11 @@ puts there too. A site with several species counts as its most occupied one.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from learning_curve import RESULTS, provenance  # noqa: E402
 
 STRAIN, SYMPREC = 0.05, 1e-3
 
@@ -27,10 +25,10 @@ def main() -> None:
     import torch
     from tqdm import tqdm
 
-    from xtal_utils import experiments as ex
+    from xtal_utils import pattern_sets as ps
     from xtal_utils.diffraction.augment import Augmentation, cell_strain_factors
 
-    data = ex.amcsd_set()
+    data = ps.amcsd_set()
     batch = data.structures
     drawn = Augmentation(cell_strain=STRAIN).draw(len(batch), torch.Generator().manual_seed(0), "cpu")
     factors = cell_strain_factors(batch.lattice, drawn["cell_strain"].numpy())

@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import provenance  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = [str(Path(sys.executable).with_name("xtal-classify")), "--wavelength", "1.5418"]
 

@@ -24,34 +24,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from learning_curve import RESULTS, provenance  # noqa: E402
-from stream_classifier import model_eg, rruff_inputs, score_answers  # noqa: E402
-
-THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8)
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
+from xtal_utils.rruff import model_eg, novel_margins, rruff_inputs, score_answers
 
 
-def novel_margins(answers: dict, rruff: dict, *, boot: int = 2000, seed: int = 0) -> list[dict]:
-    """Top-1 of each model minus search-match's, on the patterns below each twin threshold, with a
-    90% bootstrap interval over those patterns."""
-    truth = rruff["extinction_group"] - 1
-    match_hit = rruff["match_eg"].argmax(axis=1) == truth
-    rng = np.random.default_rng(seed)
-    rows = []
-    for threshold in THRESHOLDS:
-        novel = np.flatnonzero(rruff["best"] < threshold)
-        draws = rng.integers(0, len(novel), size=(boot, len(novel)))
-        for name, p in answers.items():
-            hit = p.argmax(axis=1) == truth
-            diff = hit[novel].astype(float) - match_hit[novel]
-            low, high = np.percentile(diff[draws].mean(axis=1), [5, 95])
-            rows.append({"threshold": threshold, "n_novel": len(novel), "answer": name,
-                         "top1": 100 * hit[novel].mean(), "search_match_top1": 100 * match_hit[novel].mean(),
-                         "margin": 100 * diff.mean(), "margin_90": [100 * low, 100 * high]})
-    return rows
 
 
 def main() -> None:

@@ -36,11 +36,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
+from xtal_utils.rruff import model_eg, rruff_inputs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from learning_curve import RESULTS, provenance  # noqa: E402
-from stream_classifier import model_eg, rruff_inputs  # noqa: E402
 
 GRID = {"sharpness": (20.0, 30.0, 50.0), "power": (0.0, 0.5, 1.0, 2.0), "floor": (1e-3, 1e-2),
         "family_power": (0.0, 0.5, 1.0), "threshold": (0.7, 0.8), "weight": (0.5, 0.9)}

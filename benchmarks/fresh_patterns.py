@@ -17,7 +17,6 @@ import concurrent.futures as cf
 import os
 import time
 
-import numpy as np
 import torch
 
 
@@ -26,7 +25,7 @@ def _rate(n_points: int, batch_size: int, batches: int, seed: int, threads: int,
     torch.set_num_threads(threads)
     from xtal_utils.crystals import laue_symmetry_of, sample_crystals
     from xtal_utils.diffraction import PowderSimulator
-    from xtal_utils.experiments import REALISTIC
+    from xtal_utils.pattern_sets import REALISTIC
 
     simulator = PowderSimulator(n_points=n_points, device="cpu")
     augmentation = REALISTIC if augment else None
@@ -45,7 +44,7 @@ def main() -> None:
     parser.add_argument("--n-points", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--augment", action="store_true", help="with experiments.REALISTIC")
+    parser.add_argument("--augment", action="store_true", help="with pattern_sets.REALISTIC")
     parser.add_argument("--pymatgen", type=int, default=100, help="crystals timed with pymatgen")
     args = parser.parse_args()
     cores = os.cpu_count()

@@ -21,69 +21,54 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TESTS = ("from_random", "fresh", "amcsd", "rruff")
 LABELS = {"from_random": "held-out from_random", "fresh": "held-out fresh", "amcsd": "AMCSD test (de-dup.)",
           "rruff": "RRUFF dev (measured)"}
 
 
-def provenance(argv) -> dict:
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = "unknown"
-    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(argv),
-            "commit": commit, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "torch": str(torch.__version__), "device": "cuda" if torch.cuda.is_available() else "cpu"}
-
-
-def build_model(args, kind: str):
-    from xtal_utils.models import ResNet1d, Transformer1d
-    from xtal_utils.symmetry import n_classes
-
+def model_options(args) -> tuple:
+    """The (name, value) options of the model class ``args.model``."""
     if args.model == "ResNet1d":
         options = {"widths": tuple(args.widths), "blocks": tuple(args.blocks), "intensity": args.intensity}
         if args.log_d:
             options["log_d"] = (args.two_theta_min, args.two_theta_max)
-        return ResNet1d(n_classes(kind), **options)
-    return Transformer1d(n_classes(kind), d_model=args.d_model, depth=args.depth, intensity=args.intensity)
+        return tuple(options.items())
+    return ("d_model", args.d_model), ("depth", args.depth), ("intensity", args.intensity)
 
 
 def run(args) -> dict:
-    from xtal_utils import evaluate, experiments
-    from xtal_utils.datasets import CrystalStream
-    from xtal_utils.models import n_parameters
+    from xtal_utils import evaluate, experiments, pattern_sets as ps
+    from xtal_utils.models import MODELS, n_parameters
+    from xtal_utils.symmetry import n_classes
     from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    grid = experiments.Grid(n_points=args.n_points, fwhm=args.fwhm, two_theta_min=args.two_theta_min,
+    grid = ps.Grid(n_points=args.n_points, fwhm=args.fwhm, two_theta_min=args.two_theta_min,
                             two_theta_max=args.two_theta_max)
-    augmentation = experiments.REALISTIC if args.augment else None
+    augmentation = ps.REALISTIC if args.augment else None
     kind = args.kind
     print("preparing the test sets ...", flush=True)
     tests = experiments.stream_test_sets(grid, amcsd=not args.no_amcsd, rruff=not args.no_rruff)
     print(", ".join(f"{name} {len(t.space_groups)}" for name, t in tests.items()), flush=True)
 
-    crystal_options = {"max_atoms": args.max_atoms, "min_distance": args.min_distance}
-    stream = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed, batch_size=args.batch_size,
-                           augmentation=augmentation, crystal_options=crystal_options)
-    calibration = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed + 10**6, batch_size=args.batch_size,
-                                augmentation=augmentation, crystal_options=crystal_options)
-    model = build_model(args, kind)
+    config = StreamConfig(kind=kind, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed,
+                          model=args.model, model_options=model_options(args), augmentation=augmentation,
+                          crystals=(("max_atoms", args.max_atoms), ("min_distance", args.min_distance)))
+    stream = config.stream(grid.simulator("cpu"), args.seed)
+    calibration = config.stream(grid.simulator("cpu"), args.seed + 10**6)
+    model = MODELS[args.model](n_classes(kind), **dict(config.model_options))
     torch.manual_seed(args.seed)
     print(f"{args.model}: {n_parameters(model) / 1e6:.2f}M parameters; {args.steps} steps of "
           f"{args.batch_size} = {args.steps * args.batch_size:,} patterns", flush=True)
@@ -97,12 +82,9 @@ def run(args) -> dict:
             f"{name} {row[f'{name}_eg_top1']:.1f}/{row[f'{name}_eg_top5']:.1f}" for name in tests), flush=True)
         return row
 
-    config = StreamConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
-                          label_smoothing=args.label_smoothing,
-                          eval_every=args.eval_every, workers=args.workers, seed=args.seed,
-                          checkpoint_every=args.eval_every or 1000, progress=not args.quiet)
     checkpoint = RESULTS / f".learning_curve_{args.tag}.pt" if args.resumable else None
-    state = fit_stream(model, stream, config, evaluate=score, checkpoint=checkpoint)
+    state = fit_stream(model, stream, config, checkpoint=checkpoint, checkpoint_every=args.eval_every or 1000,
+                       evaluate=score, eval_every=args.eval_every, workers=args.workers, progress=not args.quiet)
     result = {"tag": args.tag, "provenance": provenance(sys.argv), "args": vars(args),
               "parameters": n_parameters(model), "seconds": state["seconds"],
               "data_seconds": state["data_seconds"], "data_share": state["data_seconds"] / state["seconds"],
@@ -116,8 +98,7 @@ def run(args) -> dict:
 
         final = recalibrate_batchnorm(model, calibration.batches(start=0, stop=32)).eval()
         # temperature from fresh validation crystals (another seed than every test set)
-        val = CrystalStream(grid.simulator("cpu"), kind, seed=args.seed + 2 * 10**6, batch_size=256,
-                            augmentation=augmentation, crystal_options=crystal_options)
+        val = config.stream(grid.simulator("cpu"), args.seed + 2 * 10**6, batch_size=256)
         logits, labels = [], []
         with torch.no_grad():
             for x, y in val.batches(start=0, stop=8):
@@ -290,7 +271,7 @@ def main() -> None:
     parser.add_argument("--log-d", action="store_true", help="resample onto a ln d axis inside the model")
     parser.add_argument("--intensity", default="linear", choices=["linear", "sqrt", "log"],
                         help="how the model scales intensities first")
-    parser.add_argument("--augment", action="store_true", help="realism augmentations (experiments.REALISTIC)")
+    parser.add_argument("--augment", action="store_true", help="realism augmentations (ps.REALISTIC)")
     parser.add_argument("--max-atoms", type=int, default=48)
     parser.add_argument("--min-distance", type=float, default=None,
                         help="Angstrom: redraw training crystals with two atoms closer (sample_crystals)")

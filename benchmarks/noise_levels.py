@@ -10,9 +10,9 @@ measured on the grid a classifier sees: 2,048 points from 5 to 90 degrees, each 
 - **Measured:** the 454 RRUFF development patterns. Only the patterns are read, never their labels, so
   setting an augmentation range from these deciles does not tune it to accuracy.
 - **Simulated:** 600 AMCSD structures (seed 0) with the realism augmentations
-  (``experiments.REALISTIC``), as the shipped classifiers were trained, and with Gaussian baseline
+  (``ps.REALISTIC``), as the shipped classifiers were trained, and with Gaussian baseline
   noise added (``noise_level``, :data:`TRIED`): the range that gives the measured deciles, tried on the
-  AMCSD member of notebook 08 (README: it did not help).
+  AMCSD member of notebook 08 (docs/learning.md: it did not help).
 
 The deciles go to ``benchmarks/results/noise_levels.txt`` with their provenance.
 """
@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from learning_curve import RESULTS, provenance  # noqa: E402
 
 QUANTILES = (10, 25, 50, 75, 90, 99)
 TRIED = (0.0005, 0.04)  # noise_level range tried with the AMCSD member
@@ -43,22 +41,22 @@ def baseline_noise(patterns: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from xtal_utils import experiments as ex
+    from xtal_utils import pattern_sets as ps
     from xtal_utils.paths import DATA
     from xtal_utils.patterns import resample
 
-    grid = ex.Grid(n_points=2048)
+    grid = ps.Grid(n_points=2048)
     rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")
     measured = np.stack([resample(rruff["two_theta"], np.clip(row, 0.0, None), grid.two_theta, wavelength=1.5418,
                                   grid_wavelength=grid.wavelength, source="rruff_dev")
                          for row in rruff["intensity"].astype(np.float64)])
     measured = measured - measured.min(axis=1, keepdims=True)
-    data = ex.amcsd_set()
+    data = ps.amcsd_set()
     index = np.random.default_rng(0).choice(np.flatnonzero(data.valid(grid)), 600, replace=False)
     simulator = grid.simulator("cpu")
     rows = {"RRUFF dev, measured (454)": baseline_noise(measured)}
-    for name, augmentation in (("AMCSD, REALISTIC", ex.REALISTIC),
-                               (f"AMCSD, REALISTIC + noise_level {TRIED}", dataclasses.replace(ex.REALISTIC, noise_level=TRIED))):
+    for name, augmentation in (("AMCSD, REALISTIC", ps.REALISTIC),
+                               (f"AMCSD, REALISTIC + noise_level {TRIED}", dataclasses.replace(ps.REALISTIC, noise_level=TRIED))):
         rows[f"{name} (600)"] = baseline_noise(np.asarray(simulator.simulate(data.structures[index], augmentation, seed=1)))
     lines = [f"# {provenance(sys.argv)}",
              "# baseline noise relative to the strongest point, percentiles " + ", ".join(map(str, QUANTILES)),

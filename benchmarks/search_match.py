@@ -14,14 +14,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import provenance  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def score(library, measured, two_theta, space_groups, wavelength) -> dict:
@@ -38,7 +36,7 @@ def score(library, measured, two_theta, space_groups, wavelength) -> dict:
 
 
 def main() -> None:
-    from xtal_utils import experiments, symmetry
+    from xtal_utils import pattern_sets as ps, symmetry
     from xtal_utils.paths import DATA
     from xtal_utils.search_match import SearchSettings, amcsd_library
 
@@ -61,7 +59,7 @@ def main() -> None:
         settings = dataclasses.replace(base, **change)
         t0 = time.perf_counter()
         library = amcsd_library(settings)
-        out = score(library, measured, two_theta, space_groups, experiments.RRUFF_WAVELENGTH)
+        out = score(library, measured, two_theta, space_groups, ps.RRUFF_WAVELENGTH)
         line = f"{name:32s} {out['top1']:9.1f} {out['top5']:9.1f} {time.perf_counter() - t0:8.1f}"
         lines.append(line)
         print(line, flush=True)

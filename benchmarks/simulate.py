@@ -19,22 +19,17 @@ per-core comparison. A CUDA line is added when torch sees a GPU.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _amcsd import load_amcsd  # noqa: E402
-
-from xtal_utils.diffraction import PowderSimulator, simulator  # noqa: E402
-from xtal_utils.diffraction.laue import no_symmetry  # noqa: E402
-from xtal_utils.structures import StructureBatch  # noqa: E402
+from xtal_utils.crystals import sample_amcsd
+from xtal_utils.diffraction import PowderSimulator, simulator
+from xtal_utils.diffraction.laue import no_symmetry
+from xtal_utils.structures import StructureBatch
 
 
 def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
@@ -66,7 +61,7 @@ def main():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        structures, _, _ = load_amcsd(args.n, min_sites=args.min_sites, max_sites=args.max_sites, seed=args.seed)
+        structures, _, _ = sample_amcsd(args.n, min_sites=args.min_sites, max_sites=args.max_sites, seed=args.seed)
     batch = StructureBatch.from_structures(structures)
     sites = np.array([len(s) for s in structures])
     print(f"{len(structures)} AMCSD structures, {sites.min()}-{sites.max()} sites (mean {sites.mean():.1f}); "

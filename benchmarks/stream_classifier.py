@@ -6,7 +6,7 @@
 The shipped classifier (``models/xtal-classify-xray.pt``) is written by notebook 08; this script
 measures whether a recipe would beat it, against the same baselines, before a notebook adopts it.
 
-The recipe is :class:`xtal_utils.experiments.StreamRecipe`: fresh random crystals balanced over
+The recipe is :data:`xtal_utils.experiments.CLASSIFIER_RECIPE`: fresh random crystals balanced over
 extinction groups with a share of AMCSD's de-duplicated training split in every batch, realism
 augmentations and impurity phases, a temperature fitted on stream patterns of another seed, and
 AMCSD's class prior applied afterwards with an exponent fitted on AMCSD's augmented validation split.
@@ -29,81 +29,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from learning_curve import RESULTS, provenance  # noqa: E402
-
-RRUFF_WAVELENGTH = 1.5418
+from xtal_utils.config import provenance
+from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
+from xtal_utils.rruff import model_eg, rruff_inputs, score_answers
 
 
-def rruff_inputs(*, threshold: float, amcsd_limit=None) -> dict:
-    """RRUFF dev and its search-match against AMCSD: the patterns, the true extinction groups, the
-    search-match's extinction-group scores, which patterns have a close twin (best similarity >=
-    ``threshold``), and the similarities and scores of the shortlist's view (``identify.SHORTLIST_VIEW``)."""
-    from xtal_utils import identify, search_match, symmetry
-    from xtal_utils.paths import DATA
-
-    rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")
-    two_theta, measured = rruff["two_theta"], rruff["intensity"].astype(np.float64)
-    settings = search_match.SearchSettings()
-    library = (search_match.default_library(settings) if amcsd_limit is None
-               else search_match.amcsd_library(settings, limit=amcsd_limit))
-    queries = np.stack([search_match.variants(two_theta, row, settings, wavelength=RRUFF_WAVELENGTH, source="rruff_dev")
-                        for row in measured])
-    similarity = library.similarities(queries)
-    best = similarity.max(axis=1)
-    view = library.rescaled(identify.SHORTLIST_VIEW)
-    types_similarity = view.similarities(queries)
-    return {"two_theta": two_theta, "measured": measured, "space_group": rruff["space_group"].astype(int),
-            "extinction_group": symmetry.extinction_groups(rruff["space_group"].astype(int)),
-            "match_eg": library.extinction_group_scores(similarity), "best": best, "known": best >= threshold,
-            "types_eg": view.extinction_group_scores(types_similarity, sharpness=identify.SHORTLIST_SHARPNESS),
-            "types_similarity": types_similarity, "view": view, "threshold": threshold,
-            "training_family_shares": training_family_shares()}
-
-
-def training_family_shares() -> np.ndarray:
-    """The crystal-family shares of AMCSD's de-duplicated training split (grouped split, seed 0, on the AMCSD
-    member's grid), the training side of the final answer's family shift (notebook 08 computes the same)."""
-    from xtal_utils import evaluate, experiments as ex
-
-    data = ex.amcsd_set()
-    splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=0,
-                               valid=data.valid(ex.Grid(n_points=2048, fwhm=0.1)))
-    return evaluate.family_shares(data.space_groups[np.asarray(splits["train"])])
-
-
-def model_eg(classifier, rruff: dict, *, use_prior: bool | None) -> np.ndarray:
-    """(454, 99) a classifier's extinction-group probabilities for the RRUFF dev patterns."""
-    from xtal_utils import symmetry
-
-    p = classifier.probabilities(rruff["two_theta"], rruff["measured"], wavelength=RRUFF_WAVELENGTH,
-                                 use_prior=use_prior, source="rruff_dev")
-    return symmetry.collapse_to_extinction_groups(p) if p.shape[1] == symmetry.N_SPACE_GROUPS else p
-
-
-def score_answers(answers: dict, rruff: dict) -> dict:
-    """EG top-1/top-5 (percent) of each answer (name: (454, 99) probabilities), on all patterns and by
-    close twin, beside search-match and the final answer (``identify.final_answers``, with the family shift
-    estimated from that model's answers on these patterns, no labels) of each model."""
-    from xtal_utils import evaluate, identify
-
-    truth, known, match_eg, best = rruff["space_group"], rruff["known"], rruff["match_eg"], rruff["best"]
-    answers, training = dict(answers), rruff["training_family_shares"]
-    for name in [n for n in answers if n.startswith("model")]:  # each with its own family shift, as in notebook 08
-        family = identify.family_weights(evaluate.estimate_family_shares(answers[name], training), training)
-        answers[f"final ({name})"] = identify.final_answers(answers[name], match_eg, best, rruff["types_eg"],
-                                                            threshold=rruff["threshold"], family=family)[0]
-    answers["search-match"] = match_eg
-    subsets = {"all": np.ones(len(truth), bool), "close twin": known, "no close twin": ~known}
-    out = {"n": len(truth), "n_close_twin": int(known.sum()), "threshold": rruff["threshold"], "scores": {}}
-    for name, p in answers.items():
-        for subset, rows in subsets.items():
-            s = evaluate.score(p[rows], truth[rows], "extinction_group")
-            out["scores"][f"{name} | {subset}"] = {"top1": 100 * s["extinction_group_top1"],
-                                                   "top5": 100 * s["extinction_group_top5"]}
-    return out
 
 
 def rruff_scores(classifier, *, threshold: float, amcsd_limit=None) -> dict:
@@ -120,17 +50,18 @@ def rruff_scores(classifier, *, threshold: float, amcsd_limit=None) -> dict:
 
 
 def main() -> None:
-    from xtal_utils import classify, experiments as ex
+    from xtal_utils import classify, experiments as ex, pattern_sets as ps
     from xtal_utils.identify import MATCH_THRESHOLD
 
+    recipe = ex.CLASSIFIER_RECIPE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=ex.StreamRecipe.steps)
+    parser.add_argument("--steps", type=int, default=recipe.steps)
     parser.add_argument("--n-points", type=int, default=1024)
-    parser.add_argument("--database-share", type=float, default=ex.StreamRecipe.database_share)
+    parser.add_argument("--database-share", type=float, default=recipe.database_share)
     parser.add_argument("--no-impurity", action="store_true")
-    parser.add_argument("--intensity", default=ex.StreamRecipe.intensity, choices=["linear", "sqrt", "log"],
-                        help="how the model scales intensities first")
-    parser.add_argument("--kind", default=ex.StreamRecipe.kind, choices=["space_group", "extinction_group"])
+    parser.add_argument("--intensity", default=dict(recipe.model_options)["intensity"],
+                        choices=["linear", "sqrt", "log"], help="how the model scales intensities first")
+    parser.add_argument("--kind", default=recipe.kind, choices=["space_group", "extinction_group"])
     parser.add_argument("--orbit-scale", type=float, default=None,
                         help="factor on the random crystals' numbers of sites (sample_crystals' orbit_scale)")
     parser.add_argument("--max-orbits", type=int, default=None, help="most sites per random crystal (default 8)")
@@ -142,14 +73,14 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=MATCH_THRESHOLD)
     args = parser.parse_args()
 
-    grid = ex.Grid(n_points=args.n_points)
-    recipe = dataclasses.replace(ex.StreamRecipe(), steps=args.steps, database_share=args.database_share,
-                                 kind=args.kind, impurity=None if args.no_impurity else ex.StreamRecipe.impurity,
-                                 intensity=args.intensity,
+    grid = ps.Grid(n_points=args.n_points)
+    recipe = dataclasses.replace(recipe, steps=args.steps, database_share=args.database_share,
+                                 kind=args.kind, impurity=None if args.no_impurity else recipe.impurity,
+                                 model_options=(("intensity", args.intensity),),
                                  crystals=tuple((name, value) for name, value in (
                                      ("orbit_scale", args.orbit_scale), ("max_orbits", args.max_orbits),
                                      ("max_atoms", args.max_atoms), ("cell_atoms", args.cell_atoms)) if value is not None))
-    data = ex.amcsd_set()
+    data = ps.amcsd_set()
     splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=recipe.seed,
                                valid=data.valid(grid))
     trained = ex.train_stream_classifier(recipe, grid, data, splits)

@@ -19,16 +19,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from xtal_utils.config import default_device  # noqa: E402
-from xtal_utils.models import ResNet1d, Transformer1d, n_parameters  # noqa: E402
+from xtal_utils.config import default_device
+from xtal_utils.models import ResNet1d, Transformer1d, n_parameters
 
 
 def _sync(device):
@@ -82,13 +77,12 @@ def stored_batches(n_points: int, batch_size: int, device, n_classes: int = 99):
 
 def simulated_batches(n_points: int, batch_size: int, device, n_structures: int = 256):
     """Batches simulated on ``device`` from real AMCSD cells, with training augmentations."""
-    from _amcsd import load_amcsd
-
+    from xtal_utils.crystals import sample_amcsd
     from xtal_utils.datasets import SimulatedSource
     from xtal_utils.diffraction import Augmentation, PowderSimulator
     from xtal_utils.structures import StructureBatch
 
-    structures, _, _ = load_amcsd(n_structures, max_sites=64, seed=1)
+    structures, _, _ = sample_amcsd(n_structures, max_sites=64, seed=1)
     # labels do not matter for throughput: random space groups
     labels = np.random.default_rng(0).integers(1, 231, len(structures))
     batch = StructureBatch.from_structures(structures, space_groups=labels)

@@ -22,18 +22,14 @@ import sys
 import time
 import warnings
 from unittest import mock
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _amcsd import load_amcsd  # noqa: E402
-
-from xtal_utils.diffraction import PowderSimulator, simulator  # noqa: E402
-from xtal_utils.diffraction.laue import PERMUTATION_GROUPS, laue_symmetry, no_symmetry  # noqa: E402
-from xtal_utils.structures import StructureBatch  # noqa: E402
-from xtal_utils.diffraction.scattering import neutron_table, xray_table  # noqa: E402
+from xtal_utils.crystals import sample_amcsd
+from xtal_utils.diffraction import PowderSimulator, simulator
+from xtal_utils.diffraction.laue import PERMUTATION_GROUPS, laue_symmetry, no_symmetry
+from xtal_utils.structures import StructureBatch
+from xtal_utils.diffraction.scattering import neutron_table, xray_table
 
 POSITION_TOL = 0.01  # degrees 2-theta
 INTENSITY_TOL = 2.0  # on the 0-100 scale
@@ -88,7 +84,7 @@ def main():
         return all(xray_known[e.Z] and neutron_known[e.Z] for e in structure.composition.elements)
 
     t0 = time.perf_counter()
-    structures, ids, skipped = load_amcsd(args.n, max_sites=args.max_sites, seed=args.seed, elements_ok=both_tables)
+    structures, ids, skipped = sample_amcsd(args.n, max_sites=args.max_sites, seed=args.seed, elements_ok=both_tables)
     sizes = np.array([len(s) for s in structures])
     groups = []
     for s in structures:

@@ -1,11 +1,9 @@
 """The shipped-classifier file, classify(), and the xtal-classify command, on tiny untrained models."""
 
 import dataclasses
-import importlib
 import json
 import subprocess
 import sys
-
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from xtal_utils import symmetry
-from xtal_utils.classify import Classifier, Ensemble, classify, load_classifier, main, save_classifier, save_ensemble
+from xtal_utils import classify as classify_module
+from xtal_utils import evaluate, identify, search_match, symmetry
+from xtal_utils.classify import (Classifier, Ensemble, classify, load_classifier, save_classifier,
+                                 save_ensemble)
+from xtal_utils.evaluate import fit_prior_weight
+from xtal_utils.identify import (answers, classifier_family_weights, combine, family_weights, final_answers, main,
+                                 split_half_answers)
 from xtal_utils.models import ResNet1d
 from xtal_utils.paths import ROOT
 from xtal_utils.patterns import to_d_spacing, to_two_theta
-
-classify_module = importlib.import_module("xtal_utils.classify")  # the module, whatever the package exports
+from xtal_utils.search_match import Library, SearchSettings, load_library, save_library
 
 CU, MO = 1.5406, 0.7107  # Angstrom
 GRID = dict(two_theta_range=(5.0, 90.0), n_points=256)
@@ -213,8 +215,6 @@ def test_calibrated_prior_is_a_weighted_log_prior_on_by_the_files_default(tmp_pa
 
 
 def test_fit_prior_weight_finds_the_bayes_correction():
-    from xtal_utils.evaluate import fit_prior_weight
-
     rng = np.random.default_rng(0)
     prior = rng.dirichlet(np.full(20, 0.3))
     # a model trained on uniform classes: logits are the log-likelihood of a noisy observation of the class
@@ -388,7 +388,7 @@ def test_command_as_a_module(tmp_path, sg_path):
     good = _write_xy(tmp_path / "good.xy", *_pattern())
     bad = tmp_path / "bad.xy"
     bad.write_text(_BAD["nan.xy"])
-    command = [sys.executable, "-m", "xtal_utils.classify", "--model", str(sg_path), "--no-match"]
+    command = [sys.executable, "-m", "xtal_utils.identify", "--model", str(sg_path), "--no-match"]
     run = subprocess.run(command + [str(good), "--json"], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["model"][0]["probability"] > 0
@@ -401,8 +401,6 @@ def test_command_as_a_module(tmp_path, sg_path):
 # Search-match and batch mode, on a library of three synthetic entries.
 
 def _library(tmp_path):
-    from xtal_utils.search_match import Library, SearchSettings, prepare, save_library
-
     settings = SearchSettings(n_points=256, wavelength=CU, fwhm=0.25, background_window=21)
     rows = []
     for peaks in (PEAK_D, (4.5, 3.3, 2.2, 1.8), (5.2, 2.9, 2.6, 1.5, 1.3)):
@@ -411,14 +409,11 @@ def _library(tmp_path):
     table = pd.DataFrame({"entry_id": ["1", "2", "3"], "mineral": ["Testite", "", "Otherite"],
                           "formula": ["A B", "C", "D2 E"], "space_group": [225, 14, 62]})
     table["extinction_group"] = symmetry.extinction_groups(table["space_group"])
-    return save_library(Library(prepare(np.stack(rows), settings), table, settings), tmp_path / "library.npz")
+    library = Library(search_match.prepare(np.stack(rows), settings), table, settings)
+    return save_library(library, tmp_path / "library.npz")
 
 
 def test_search_match_finds_the_entry_and_tolerates_a_zero_shift(tmp_path):
-    import dataclasses
-
-    from xtal_utils.search_match import load_library
-
     library = load_library(_library(tmp_path))
     assert len(library) == 3 and library.table["mineral"].tolist() == ["Testite", "", "Otherite"]
     two_theta, intensity = _pattern(peaks=(4.5, 3.3, 2.2, 1.8))
@@ -436,8 +431,6 @@ def test_search_match_finds_the_entry_and_tolerates_a_zero_shift(tmp_path):
 
 
 def test_a_partly_covered_pattern_is_compared_over_its_window(tmp_path):
-    from xtal_utils.search_match import load_library
-
     library = load_library(_library(tmp_path))
     two_theta, intensity = _pattern(peaks=(4.5, 3.3, 2.2, 1.8))
     part = (two_theta > 30) & (two_theta < 75)  # about half of the 5-90 degree grid, two of its peaks
@@ -449,8 +442,6 @@ def test_a_partly_covered_pattern_is_compared_over_its_window(tmp_path):
 
 
 def test_combine_trusts_a_close_match_only():
-    from xtal_utils.identify import combine
-
     model, match = np.full(99, 1 / 99), np.eye(99)[13]
     final, trust = combine(model, match, 0.95, threshold=0.7, weight=0.9)
     assert trust == "match" and final.argmax() == 13 and final.sum() == pytest.approx(1.0)
@@ -460,8 +451,6 @@ def test_combine_trusts_a_close_match_only():
 
 
 def test_the_shortlist_reranks_the_model_by_the_nearest_structure_types():
-    from xtal_utils.identify import combine, final_answers
-
     model = np.full(99, 0.5 / 97)
     model[[4, 9]] = 0.25  # the model cannot tell group 5 from group 10
     types = np.eye(99)[9]  # the nearest entries in the square-root view are all of group 10
@@ -478,11 +467,6 @@ def test_the_shortlist_reranks_the_model_by_the_nearest_structure_types():
 
 
 def test_the_family_shift_weighs_families_by_measured_over_training_shares(tmp_path, sg_model, sg_path):
-    import dataclasses
-
-    from xtal_utils.identify import answers, classifier_family_weights, family_weights, final_answers, prepare
-    from xtal_utils.search_match import load_library
-
     training, measured = [0.01, 0.2, 0.2, 0.19, 0.2, 0.2], [0.16, 0.2, 0.2, 0.04, 0.2, 0.2]  # evaluate.FAMILIES order
     weights = family_weights(measured, training, power=0.5)
     triclinic, tetragonal, cubic = symmetry.extinction_group(2) - 1, symmetry.extinction_group(123) - 1, 93
@@ -498,7 +482,7 @@ def test_the_family_shift_weighs_families_by_measured_over_training_shares(tmp_p
                                                       "family_shares": {"training": training, "measured": measured}})
     np.testing.assert_allclose(classifier_family_weights(shifted), weights)
     library = load_library(_library(tmp_path))
-    inputs, queries = prepare(shifted, library, *_pattern(peaks=(6.1, 3.7, 2.05)), wavelength=CU)
+    inputs, queries = identify.prepare(shifted, library, *_pattern(peaks=(6.1, 3.7, 2.05)), wavelength=CU)
     plain = answers(sg_model, inputs, queries[None], library=library)[0]
     on = answers(shifted, inputs, queries[None], library=library)[0]
     off = answers(shifted, inputs, queries[None], library=library, use_prior=False)[0]
@@ -510,9 +494,6 @@ def test_the_family_shift_weighs_families_by_measured_over_training_shares(tmp_p
 
 
 def test_split_half_answers_each_half_with_shares_from_the_other():
-    from xtal_utils import evaluate
-    from xtal_utils.identify import family_weights, final_answers, split_half_answers
-
     rng = np.random.default_rng(1)
     model, types = rng.dirichlet(np.ones(99), 10), rng.dirichlet(np.ones(99), 10)
     match, best, training = rng.dirichlet(np.ones(99), 10), np.linspace(0.5, 0.9, 10), np.full(6, 1 / 6)
@@ -527,16 +508,12 @@ def test_split_half_answers_each_half_with_shares_from_the_other():
 
 
 def test_a_rescaled_library_is_the_library_prepared_with_that_scale(tmp_path):
-    import dataclasses
-
-    from xtal_utils.search_match import Library, load_library, prepare
-
     library = load_library(_library(tmp_path))
     raw = np.stack([np.interp(library.settings.two_theta, *_pattern(peaks=peaks))
                     for peaks in (PEAK_D, (4.5, 3.3, 2.2, 1.8), (5.2, 2.9, 2.6, 1.5, 1.3))])
     view = library.rescaled("sqrt")
     assert view.settings.intensity == "sqrt" and library.rescaled("sqrt") is view and library.rescaled("linear") is library
-    np.testing.assert_allclose(view.patterns, prepare(raw, view.settings), atol=1e-5)
+    np.testing.assert_allclose(view.patterns, search_match.prepare(raw, view.settings), atol=1e-5)
     two_theta, intensity = _pattern(peaks=(4.5, 3.3, 2.2, 1.8))
     assert view.search(two_theta, intensity, wavelength=CU, top=1)["entry_id"].iloc[0] == "2"
     with pytest.raises(ValueError, match="only a linear library"):
@@ -575,15 +552,6 @@ def test_batch_folder_json_csv_and_a_bad_file(tmp_path, sg_path, capsys):
 def test_classifier_is_a_plain_object(sg_model):
     assert isinstance(sg_model, Classifier) and sg_model.n_classes == 230
     assert sg_model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def test_the_package_itself_is_the_call(sg_path):
-    import xtal_utils
-
-    two_theta, intensity = _pattern()
-    table = xtal_utils.classify(two_theta, intensity, model=sg_path, top=3)
-    assert table.equals(classify(two_theta, intensity, model=sg_path, top=3))
-    assert xtal_utils.classify.load_classifier is not None  # still the module
 
 
 # --- an ensemble of classifiers in one file ---------------------------------------------------

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Lattice, Structure
 
 from xtal_utils import crystals
-from xtal_utils.crystals import generation
-from xtal_utils.symmetry import crystal_system
+from xtal_utils.crystals import databases, generation
+from xtal_utils.symmetry import crystal_system, extinction_group
 
 AMCSD_LIMIT = 60  # entries parsed in tests; benchmarks/amcsd_counts.py parses all 9,275
 
@@ -68,8 +68,6 @@ def test_amcsd_table_offline(amcsd):
 
 def test_amcsd_cache_is_reused(amcsd, monkeypatch):
     table, _ = amcsd
-    from xtal_utils.crystals import databases
-
     monkeypatch.setattr(databases, "_table_from_jobs",
                         lambda *a, **k: pytest.fail("re-parsed a cached table"))
     again = crystals.load_amcsd(limit=AMCSD_LIMIT, progress=False)
@@ -156,8 +154,6 @@ def test_group_split_has_no_leak_and_random_split_leaks():
 
 
 def test_structure_matcher_keeps_different_structures_of_one_group():
-    from pymatgen.core import Lattice, Structure
-
     rocksalt = Structure.from_spacegroup(225, Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     bigger = rocksalt.copy()
     bigger.scale_lattice(rocksalt.volume * 1.02)  # same structure, 0.7% larger cell: a twin
@@ -200,8 +196,6 @@ def test_crystal_depends_only_on_seed_and_slot():
 
 
 def test_extinction_group_balance():
-    from xtal_utils.symmetry import extinction_group
-
     config = crystals.RandomCrystalConfig(space_groups=(3, 4, 5, 10, 11), n_per_group=4,
                                           balance="extinction_group")
     labels = [extinction_group(g) for g, _ in crystals.slots(config)]

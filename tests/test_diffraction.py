@@ -8,12 +8,22 @@ import warnings
 
 import numpy as np
 import pytest
+import spglib
 import torch
 from pymatgen.analysis.diffraction.neutron import NDCalculator
 from pymatgen.analysis.diffraction.xrd import XRDCalculator
 from pymatgen.core import Lattice, Structure
 
-from xtal_utils.diffraction import Augmentation, PowderSimulator
+from xtal_utils.diffraction import Augmentation, PowderSimulator, simulator
+from xtal_utils.diffraction.augment import cell_strain_factors
+from xtal_utils.diffraction.laue import (
+    HEXAGONAL_GROUPS,
+    PERMUTATION_GROUPS,
+    laue_sign_flips,
+    laue_symmetry,
+    no_symmetry,
+)
+from xtal_utils.diffraction.structure_factors import centric_halves
 from xtal_utils.structures import StructureBatch
 
 WAVELENGTH = 1.5406
@@ -312,8 +322,6 @@ def _monoclinic(unique_axis: str = "b") -> Structure:
 
 
 def test_laue_sign_flips_in_the_cells_own_setting():
-    from xtal_utils.diffraction.laue import laue_sign_flips
-
     rutile, quartz, nacl = STRUCTURES["rutile"], STRUCTURES["quartz"], STRUCTURES["NaCl"]
     shaken = _monoclinic().copy()
     shaken.translate_sites([0], [0.01, 0.0, 0.0])  # breaks the two-fold axis and the mirror
@@ -334,8 +342,6 @@ def _relabelled(structure: Structure, order) -> Structure:
 
 
 def test_laue_symmetry_finds_axis_permutations_hexagonal_groups_and_centres():
-    from xtal_utils.diffraction.laue import HEXAGONAL_GROUPS, PERMUTATION_GROUPS, laue_symmetry
-
     structures = {name: STRUCTURES[name] for name in ("NaCl", "rutile", "quartz", "pyrite", "triclinic", "Mg",
                                                       "ilmenite")}
     structures["rutile, c first"] = _relabelled(STRUCTURES["rutile"], (2, 0, 1))  # the four-fold axis is a
@@ -368,18 +374,16 @@ def _same_sites(a: Structure, b: Structure) -> bool:
 
 
 def test_centric_halves_keep_one_of_each_pair():
-    from xtal_utils.diffraction.simulator import _centric_halves
-
     # a centre at (1/4, 1/4, 1/4): atoms at c + x and c - x pair up, the atom at c is its own mate
     x = np.array([[0.1, 0.2, 0.3], [0.0, 0.3, 0.1]])
     centre = np.array([[0.25, 0.25, 0.25]])
     coords = np.concatenate([0.25 + x, 0.25 - x, centre]) % 1.0
-    keep, factor, centric, moved = _centric_halves(np.zeros(5, dtype=int), coords, centre, np.array([5]))
+    keep, factor, centric, moved = centric_halves(np.zeros(5, dtype=int), coords, centre, np.array([5]))
     assert centric.tolist() == [True]
     assert keep.tolist() == [True, True, False, False, True] and factor[keep].tolist() == [2, 2, 1]
     np.testing.assert_allclose(moved[keep], [*x, [0, 0, 0]], atol=1e-12)
     # atoms that do not pair up about the centre leave the structure whole
-    keep, factor, centric, moved = _centric_halves(np.zeros(2, dtype=int), 0.25 + x, centre, np.array([2]))
+    keep, factor, centric, moved = centric_halves(np.zeros(2, dtype=int), 0.25 + x, centre, np.array([2]))
     assert centric.tolist() == [False] and keep.all() and (factor == 1).all()
     np.testing.assert_allclose(moved, 0.25 + x)
 
@@ -388,9 +392,6 @@ def test_centric_halves_keep_one_of_each_pair():
 def test_laue_reduction_changes_nothing(radiation, monkeypatch):
     """Patterns from one reflection per Laue orbit (sign changes, axis permutations, hexagonal groups)
     and from centric halves of the atoms equal those from every atom and every hkl of the half-sphere."""
-    import xtal_utils.diffraction.simulator as simulator
-    from xtal_utils.diffraction.laue import no_symmetry
-
     structures = list(STRUCTURES.values()) + [_monoclinic("b"), _monoclinic("c")]
     sim = PowderSimulator(radiation, WAVELENGTH, RANGE, fwhm=FWHM, device="cpu")
     aug = Augmentation(fwhm_scale=(0.8, 1.5), crystallite_size=(20, 200), strain=0.01, zero_shift=0.05,
@@ -405,9 +406,6 @@ def test_laue_reduction_changes_nothing(radiation, monkeypatch):
 def test_precomputed_symmetry_is_used_instead_of_detection(monkeypatch):
     """symmetry=laue_symmetry(batch) gives the default patterns bit for bit, no_symmetry the same within
     float32 summation order, and a given symmetry skips the detection; a malformed one is refused."""
-    import xtal_utils.diffraction.simulator as simulator
-    from xtal_utils.diffraction.laue import laue_symmetry, no_symmetry
-
     batch = StructureBatch.from_structures(list(STRUCTURES.values()) + [_monoclinic("b"), _monoclinic("c")])
     sim = PowderSimulator(device="cpu")
     aug = Augmentation(fwhm_scale=(0.8, 1.5), strain=0.01, zero_shift=0.05, march_dollase=(0.7, 1.3))
@@ -442,10 +440,6 @@ def test_precomputed_symmetry_is_used_instead_of_detection(monkeypatch):
 def test_cell_strain_scales_each_edge_and_keeps_the_symmetry():
     """The pattern with a drawn cell strain is the clean pattern of the cell with those edges; edges
     that symmetry ties (rutile's a = b) change together, and spglib finds the same space group."""
-    import spglib
-
-    from xtal_utils.diffraction.augment import cell_strain_factors
-
     sim = PowderSimulator(two_theta_range=RANGE, n_points=4096, device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymatgen: "Pmcn" has no full symbol

@@ -92,7 +92,7 @@ def test_estimate_family_shares_recovers_a_shifted_population_without_labels():
     likelihood = np.exp(-0.5 * (x[:, None] - 1.5 * np.arange(6)) ** 2)
     posterior = likelihood * training
     posterior /= posterior.sum(axis=1, keepdims=True)
-    families = evaluate._to_coarse("extinction_group", "family")
+    families = evaluate.coarse_matrix("extinction_group", "family")
     p = posterior @ (families.T / families.sum(axis=0)[:, None])  # spread over each family's groups
     estimated = evaluate.estimate_family_shares(p, training)
     assert estimated.sum() == pytest.approx(1.0)

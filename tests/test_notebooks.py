@@ -1,6 +1,7 @@
 """Every numbered notebook at the smoke preset, through papermill, and the values it records."""
 
 import json
+import time
 
 import nbformat
 import papermill
@@ -8,6 +9,8 @@ import pytest
 
 from xtal_utils.paths import NOTEBOOKS, RUNS
 from xtal_utils.study import load_preset, numbered_notebooks, run_notebook
+
+from test_figures import assert_smoke_figures_printable  # tests/ is on sys.path under pytest
 
 NOTEBOOK_FILES = numbered_notebooks()
 
@@ -41,8 +44,12 @@ def test_presets_only_name_declared_parameters(preset):
 
 
 def _run(stem):
+    """Run notebook ``stem`` at the smoke preset, check the figures it wrote, and return its metrics."""
     path = NOTEBOOKS / f"{stem}.ipynb"
-    return run_notebook(path, "smoke", load_preset("smoke"))
+    started = time.time()
+    metrics = run_notebook(path, "smoke", load_preset("smoke"))
+    assert_smoke_figures_printable(stem, started)
+    return metrics
 
 
 def _check_topk(metrics, prefix):

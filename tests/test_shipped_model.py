@@ -22,7 +22,7 @@ STREAM_MEMBER = MODELS / "xtal-classify-xray-stream.pt"  # written by benchmarks
 
 
 def _classify(path, *args):
-    done = subprocess.run([sys.executable, "-m", "xtal_utils.classify", str(path), "--json", "--no-match", *args],
+    done = subprocess.run([sys.executable, "-m", "xtal_utils.identify", str(path), "--json", "--no-match", *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

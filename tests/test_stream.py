@@ -142,18 +142,30 @@ def _model():
 
 
 def test_resumed_training_gives_the_same_weights(tmp_path):
-    config = StreamConfig(steps=6, checkpoint_every=2, workers=0, progress=False, lr=1e-2)
+    config = StreamConfig(steps=6, batch_size=8, lr=1e-2)
+    options = dict(checkpoint_every=2, workers=0, progress=False)
     whole = _model()
-    fit_stream(whole, _stream(), config)
+    fit_stream(whole, _stream(), config, **options)
     resumed = _model()
-    fit_stream(resumed, _stream(), config, checkpoint=tmp_path / "ck.pt", stop_after=3)
+    fit_stream(resumed, _stream(), config, checkpoint=tmp_path / "ck.pt", stop_after=3, **options)
     partway = {k: v.clone() for k, v in resumed.state_dict().items()}
     again = _model()  # a fresh process would build the model anew and read the checkpoint
-    state = fit_stream(again, _stream(), config, checkpoint=tmp_path / "ck.pt")
+    state = fit_stream(again, _stream(), config, checkpoint=tmp_path / "ck.pt", **options)
     assert state["step"] == 6
     assert any(not torch.equal(partway[k], v) for k, v in again.state_dict().items())
     for key, value in whole.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_stream_config_makes_the_stream_it_trains_on():
+    config = StreamConfig(steps=6, batch_size=8, pool_batches=2, crystals=(("max_atoms", 24),))
+    simulator = PowderSimulator(n_points=256, two_theta_range=(10, 60), fwhm=0.4, device="cpu")
+    stream = config.stream(simulator, seed=3)
+    assert (stream.kind, stream.batch_size, stream.pool_batches, stream.seed) == ("extinction_group", 8, 2, 3)
+    assert stream.sample_options["max_atoms"] == 24 and stream.database is None
+    assert config.patterns_seen == 48 and config.distinct_crystals == 16
+    with pytest.raises(ValueError, match="batches of 64"):
+        fit_stream(_model(), stream, StreamConfig(steps=6), progress=False)
 
 
 def test_recalibrated_batchnorm_matches_the_batch_statistics():

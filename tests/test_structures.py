@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from xtal_utils.config import atomic_path
 from xtal_utils.structures import StructureBatch
 
 
@@ -35,9 +36,15 @@ def test_concatenate_pads_and_slices():
     assert both[1].to_structures()[0].composition.reduced_formula == "Cu"
 
 
-def test_atomic_path_replaces_only_a_finished_file(tmp_path):
-    from xtal_utils.config import atomic_path
+def test_describe_names_a_structure_by_its_reduced_formula():
+    rutile = Structure(Lattice.tetragonal(4.59, 2.96), ["Ti", "Ti", "O", "O", "O", "O"],
+                       [[0, 0, 0], [0.5, 0.5, 0.5], [0.3, 0.3, 0], [0.7, 0.7, 0], [0.8, 0.2, 0.5], [0.2, 0.8, 0.5]])
+    batch = StructureBatch.from_structures([rutile, Structure(Lattice.cubic(4), [], [])])
+    assert batch.describe(0) == "structure 0 (TiO2)"
+    assert batch.describe(1) == "structure 1 (empty)"
 
+
+def test_atomic_path_replaces_only_a_finished_file(tmp_path):
     target = tmp_path / "sub" / "out.txt"
     with atomic_path(target) as tmp:
         tmp.write_text("first")
@@ -47,3 +54,13 @@ def test_atomic_path_replaces_only_a_finished_file(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "first"  # the old file stays whole
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]  # and nothing half-written is left
+
+
+def test_digest_names_the_crystals_not_the_object(tmp_path):
+    batch = StructureBatch.from_structures([_disordered(), _disordered()])
+    batch.save(tmp_path / "b.h5")
+    assert StructureBatch.load(tmp_path / "b.h5").digest() == batch.digest()
+    moved = StructureBatch.from_structures([_disordered(), _disordered()])
+    moved.frac_coords[1, 0, 0] += 1e-6
+    assert moved.digest() != batch.digest()
+    assert batch[:1].digest() != batch.digest()

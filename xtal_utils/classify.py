@@ -5,7 +5,7 @@ tensors, numbers, strings, lists and dicts. It holds the model (``model_spec`` a
 it predicts (``kind``), the grid it was trained on (``two_theta_min``, ``two_theta_max``, ``n_points``,
 ``wavelength``, ``radiation``), its calibration ``temperature`` (1.0 = uncalibrated), an optional
 ``prior`` over its classes with its exponent ``prior_weight`` and whether it is applied by default
-(``prior_default``; files written before these two keys read as 1 and off), whether it takes a
+(``prior_default``; a file without these two keys reads as 1 and off), whether it takes a
 sin^2(theta) channel, and ``metadata`` (training data, preset, date, device, accuracies).
 :func:`save_classifier` writes one. An ensemble file (:func:`save_ensemble`, ``format``
 ``xtal-classifier-ensemble/1``) holds the contents of two or more such files under ``members``, with
@@ -21,16 +21,16 @@ are ``softmax(logits / temperature + prior_weight * log prior)`` with the prior 
 frequencies as a separate, calibrated term that a user can turn off. A space-group model also gives extinction-group
 probabilities, by summing over each group's members.
 
-From the shell (the command, with search-match and batch mode, is :func:`xtal_utils.identify.main`)::
+From Python::
 
-    xtal-classify pattern.xy --wavelength 0.7107 --top 5
-    python -m xtal_utils.classify folder/ --json
+    from xtal_utils.classify import classify
+    table = classify(two_theta, intensity, wavelength=0.7107, top=5)
+
+The ``xtal-classify`` command, with search-match and batch mode, is :func:`xtal_utils.identify.main`.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -481,20 +481,28 @@ def _classifier_from_state(state, path: Path, where, device) -> Classifier:
     )
 
 
-def _top_rows(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
-    order = np.argsort(-probabilities, kind="stable")[:top]
+def ranked(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
+    """The ``top`` most probable groups of one answer, most probable first.
+
+    Args:
+        probabilities: (n_classes(kind),) column j is label j + 1.
+        kind: 'space_group' or 'extinction_group'.
+
+    Returns:
+        One dict per group: label, symbol (the extinction symbol, or the Hermann-Mauguin symbol of a
+        space group), probability, crystal_family and members (its space groups; a space group lists itself).
+    """
     table = symmetry.extinction_table()
     rows = []
-    for rank, index in enumerate(order, start=1):
+    for index in np.argsort(-probabilities, kind="stable")[:top]:
         label = int(index) + 1
         if kind == "extinction_group":
             members = [int(sg) for sg in table["space_groups"].iloc[index]]
-            symbol = table["symbol"].iloc[index]
+            symbol = str(table["symbol"].iloc[index])
         else:
             members, symbol = [label], symmetry.space_group_symbol(label)
-        rows.append({"kind": kind, "rank": rank, "label": label, "probability": float(probabilities[index]),
-                     "members": members, "symbol": symbol,
-                     "crystal_family": symmetry.crystal_family(members[0])})
+        rows.append({"label": label, "symbol": symbol, "probability": float(probabilities[index]),
+                     "crystal_family": symmetry.crystal_family(members[0]), "members": members})
     return rows
 
 
@@ -534,30 +542,11 @@ def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation:
         raise ValueError(f"top must be at least 1, got {top}")
     probabilities = classifier.probabilities(two_theta, intensity, wavelength=wavelength, use_prior=use_prior,
                                              source=source)
-    rows = []
+    answers = [(classifier.kind, probabilities)]
     if classifier.kind == "space_group":
-        rows += _top_rows(symmetry.collapse_to_extinction_groups(probabilities), "extinction_group", top)
-    rows += _top_rows(probabilities, classifier.kind, top)
+        answers.insert(0, ("extinction_group", symmetry.collapse_to_extinction_groups(probabilities)))
+    rows = [{"kind": kind, "rank": rank, **row} for kind, p in answers
+            for rank, row in enumerate(ranked(p, kind, top), start=1)]
     return pd.DataFrame(rows, columns=["kind", "rank", "label", "probability", "members", "symbol",
                                        "crystal_family"])
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``xtal-classify``: see :func:`xtal_utils.identify.main` (the command lives there)."""
-    from xtal_utils.identify import main as command
-
-    command(argv)
-
-
-class _CallableModule(types.ModuleType):
-    """Makes ``xtal_utils.classify(two_theta, intensity, ...)`` call :func:`classify` while
-    ``xtal_utils.classify`` stays this module (``load_classifier``, ``Classifier``, ... still reachable)."""
-
-    def __call__(self, *args, **kwargs) -> pd.DataFrame:
-        return classify(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-if __name__ == "__main__":
-    sys.exit(main())

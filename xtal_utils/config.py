@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import json
+import math
 import os
+import platform
 import random
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,7 @@ def default_device(device: str | None = None) -> str:
     """The given device, else 'cuda' when a GPU is visible, else 'cpu'."""
     if device:
         return device
-    import torch
+    import torch  # here, not at the top: symmetry and crystals work without torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -82,10 +86,23 @@ def atomic_path(path):
         tmp.unlink(missing_ok=True)
 
 
+def _null_non_finite(obj):
+    """``obj`` (plain JSON values) with every NaN or infinite float replaced by None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _null_non_finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_null_non_finite(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, data) -> None:
-    """Write JSON atomically (:func:`atomic_path`)."""
+    """Write strict JSON atomically (:func:`atomic_path`): a value that does not apply (NaN, infinity)
+    is written as null."""
+    text = json.dumps(_null_non_finite(to_jsonable(data)), indent=2, sort_keys=True, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=True) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def run_dir(slug: str, preset: str) -> Path:
@@ -107,3 +124,17 @@ def resolve(path: str | Path) -> Path:
     """A path from a preset, relative to the repository root unless absolute."""
     path = Path(path)
     return path if path.is_absolute() else ROOT / path
+
+
+def provenance(argv) -> dict:
+    """Where and how a benchmark ran: date, command, commit, machine, torch version and device."""
+    import torch  # here, not at the top: symmetry and crystals work without torch
+
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                cwd=ROOT).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(argv),
+            "commit": commit, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "torch": str(torch.__version__), "device": "cuda" if torch.cuda.is_available() else "cpu"}

@@ -16,8 +16,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from xtal_utils.symmetry import labels_of
+from xtal_utils.crystals import laue_symmetry_of, sample_crystals
+from xtal_utils.diffraction.laue import laue_symmetry
 from xtal_utils.models import add_sin2theta_channel
+from xtal_utils.structures import StructureBatch
+from xtal_utils.symmetry import labels_of
 
 
 def epoch_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -173,8 +176,6 @@ class CrystalStream:
         if self.database is not None:
             if (np.asarray(self.database.space_group) < 1).any():
                 raise ValueError("every database structure needs its space group")
-            from xtal_utils.diffraction.laue import laue_symmetry
-
             self._database_symmetry = laue_symmetry(self.database)
         if impurity is not None:
             probability, (low, high) = impurity
@@ -204,9 +205,6 @@ class CrystalStream:
 
     def _draw(self, n: int, seed: tuple):
         """``n`` crystals and their Laue symmetry: random ones, and database rows in their share."""
-        from xtal_utils.crystals import laue_symmetry_of, sample_crystals
-        from xtal_utils.structures import StructureBatch
-
         n_database = int(round(self.database_share * n)) if self.database is not None else 0
         if n_database < n:
             fresh = sample_crystals(n - n_database, seed=seed, **self.sample_options)
@@ -253,9 +251,6 @@ class CrystalStream:
 
     def _replace(self, crystals, symmetry, bad: list[int], seed: tuple):
         """``crystals`` and ``symmetry`` with rows ``bad`` replaced by new random crystals of their space groups."""
-        from xtal_utils.crystals import laue_symmetry_of, sample_crystals
-        from xtal_utils.structures import StructureBatch
-
         options = {k: v for k, v in self.sample_options.items() if k not in ("balance", "weights", "space_groups")}
         rows = [crystals[[i]] for i in range(len(crystals))]
         symmetry = tuple(np.array(part, copy=True) for part in symmetry)

@@ -14,6 +14,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 import torch
+from scipy.optimize import minimize_scalar
 
 from xtal_utils import symmetry
 from xtal_utils.symmetry import labels_of, n_classes
@@ -24,8 +25,11 @@ FAMILIES = tuple(s for s in SYSTEMS if s != "trigonal")
 
 
 @cache
-def _to_coarse(kind: str, target: str) -> np.ndarray:
-    """(n_classes(kind), n_target) 0/1 matrix from a label space to 'system' or 'family' indices."""
+def coarse_matrix(kind: str, target: str) -> np.ndarray:
+    """(n_classes(kind), n_targets) 0/1 matrix that maps each class of ``kind`` to its crystal system
+    (``target='system'``, columns :data:`SYSTEMS`) or crystal family (``'family'``, columns :data:`FAMILIES`).
+
+    The matrix is cached and shared: do not change it in place."""
     names = SYSTEMS if target == "system" else FAMILIES
     of = symmetry.crystal_system if target == "system" else symmetry.crystal_family
     if kind == "space_group":
@@ -80,10 +84,12 @@ def score(probabilities, space_groups, kind: str) -> dict[str, float]:
         spaces["space_group"] = (probabilities, labels_of(space_groups, "space_group"))
         spaces["extinction_group"] = (symmetry.collapse_to_extinction_groups(probabilities),
                                       labels_of(space_groups, "extinction_group"))
-        spaces["crystal_system"] = (probabilities @ _to_coarse(kind, "system"), _coarse_labels(space_groups, "system"))
+        spaces["crystal_system"] = (probabilities @ coarse_matrix(kind, "system"),
+                                    _coarse_labels(space_groups, "system"))
     else:
         spaces["extinction_group"] = (probabilities, labels_of(space_groups, "extinction_group"))
-    spaces["crystal_family"] = (probabilities @ _to_coarse(kind, "family"), _coarse_labels(space_groups, "family"))
+    spaces["crystal_family"] = (probabilities @ coarse_matrix(kind, "family"),
+                                _coarse_labels(space_groups, "family"))
     return {f"{space}_top{k}": acc for space, (p, y) in spaces.items() for k, acc in topk_accuracy(p, y).items()}
 
 
@@ -154,8 +160,6 @@ def fit_prior_weight(logits, labels, prior, *, temperature: float = 1.0, max_wei
     split, say), after the temperature. w = 1 is the Bayes correction from uniform training classes to
     the prior; w = 0 means the prior does not help. Classes of prior 0 are treated as 1e-12.
     """
-    from scipy.optimize import minimize_scalar
-
     logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64) / temperature
     target = torch.as_tensor(np.asarray(labels), dtype=torch.long) - 1
     log_prior = torch.log(torch.as_tensor(np.asarray(prior), dtype=torch.float64).clamp_min(1e-12))
@@ -166,17 +170,6 @@ def fit_prior_weight(logits, labels, prior, *, temperature: float = 1.0, max_wei
         return float(torch.nn.functional.cross_entropy(logits + weight * log_prior, target))
 
     return float(minimize_scalar(nll, bounds=(0.0, max_weight), method="bounded", options={"xatol": 1e-4}).x)
-
-
-def predictions_table(probabilities, space_groups, kind: str, top: int = 5) -> pd.DataFrame:
-    """One row per pattern: true label, the top predictions and their probabilities."""
-    probabilities = np.asarray(probabilities)
-    order = np.argsort(-probabilities, axis=1)[:, :top]
-    table = pd.DataFrame({"space_group": np.asarray(space_groups), "label": labels_of(space_groups, kind)})
-    for r in range(order.shape[1]):
-        table[f"pred{r + 1}"] = order[:, r] + 1
-        table[f"prob{r + 1}"] = np.take_along_axis(probabilities, order[:, r : r + 1], axis=1)[:, 0]
-    return table
 
 
 def frequency_prior(space_groups, kind: str, smoothing: float = 0.0) -> np.ndarray:
@@ -219,7 +212,7 @@ def estimate_family_shares(probabilities, training_shares, *, kind: str = "extin
     Returns:
         (len(FAMILIES),) the estimated shares, summing to 1.
     """
-    families = _to_coarse(kind, "family").astype(np.float64)  # (n_classes, n_families)
+    families = coarse_matrix(kind, "family").astype(np.float64)  # (n_classes, n_families)
     p = np.asarray(probabilities, dtype=np.float64)
     source = np.clip(np.asarray(training_shares, dtype=np.float64), 1e-6, None)
     shares = source.copy()

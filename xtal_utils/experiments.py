@@ -1,174 +1,38 @@
-"""What the study's notebooks share: the data sets, their cached patterns, and train-then-score.
+"""What the study's notebooks share: splits, sources, train-then-score and the test sets.
 
-The notebooks stay thin by calling these recipes:
+The notebooks stay thin by calling these recipes (the crystal sets and grids are in
+:mod:`xtal_utils.pattern_sets`):
 
-- :func:`amcsd_set` and :func:`balanced_set` give a :class:`CrystalSet` (structure arrays, true space
-  groups, and the key that identifies them);
-- :meth:`CrystalSet.patterns` simulates every crystal once per :class:`Grid` and caches the result in
-  ``data/cache/patterns/<key>/``; a crystal the simulator cannot handle becomes a NaN row, is counted,
-  and is left out of every split;
 - :func:`real_splits` and :func:`random_splits` give index arrays (train, validation, test);
 - :func:`train_and_score` trains one model (cached by :func:`xtal_utils.train.train_cached`, so a later
-  notebook that asks for the same model, data and seed reuses it) and scores it on named test sets.
+  notebook that asks for the same model, data and seed reuses it) and scores it on named test sets;
+- :func:`train_on_stream` and :func:`train_stream_classifier` train a model on a stream of patterns by a
+  :class:`~xtal_utils.train.StreamConfig` (:data:`CLASSIFIER_RECIPE` for the shipped classifiers' stream
+  member), cached by the config's content;
+- :func:`stream_test_sets` and :func:`score_test` give the test sets of stream-trained models and score them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from xtal_utils import crystals, evaluate
-from xtal_utils.config import atomic_path, cache_dir, cache_key, default_device, write_json_atomic
+from xtal_utils.config import atomic_path, cache_dir, cache_key, default_device
 from xtal_utils.datasets import PatternSource, SimulatedSource
-from xtal_utils.diffraction import CU_KALPHA1, SIMULATOR_VERSION, Augmentation, PowderSimulator
-from xtal_utils.models import MODELS
-from xtal_utils.structures import StructureBatch
+from xtal_utils.diffraction import SIMULATOR_VERSION, Augmentation
+from xtal_utils.models import MODELS, ResNet1dConfig, build_model, model_spec, n_parameters
+from xtal_utils.paths import DATA
+from xtal_utils.pattern_sets import (REALISTIC, RRUFF_WAVELENGTH, SIMULATE_CHUNK, CrystalSet, Grid,
+                                     amcsd_set, augmentation_key, augmented_patterns, balanced_set,
+                                     index_digest)
+from xtal_utils.patterns import resample
 from xtal_utils.symmetry import n_classes
-from xtal_utils.train import TrainConfig, predict, train_cached
-
-SIMULATE_CHUNK = 512  # structures per simulate() call while filling a pattern cache
-PATTERN_CACHE_BYTES = 8e9  # larger pattern sets (paper scale) are simulated on the fly instead of stored
-
-# What measured laboratory patterns show and clean simulations lack (see notebook 08): broader and
-# varied peaks, a small zero error, strong texture, a weak residual background (published patterns
-# are often background-subtracted) and counting noise. Their baseline noise is weaker than RRUFF's
-# (benchmarks/noise_levels.py); matching it with ``noise_level`` did not help (README).
-REALISTIC = Augmentation(
-    fwhm_scale=(0.7, 2.0), crystallite_size=(30.0, 300.0), strain=0.003, zero_shift=0.08,
-    march_dollase=(0.5, 1.5), background=0.1, poisson_counts=(100.0, 20000.0), intensity_scale=None)
-# Constant-wavelength neutron instruments: the same effects, on a wide 2-theta grid of which a measured
-# pattern covers only part once moved there through d (DyAG on G4.1 at 2.43 A fills about a third).
-NEUTRON_REALISTIC = dataclasses.replace(REALISTIC, coverage=(0.25, 1.0))
-NEUTRON_MIN_COVERAGE = 0.2  # share of the neutron grid a measured pattern must cover
-
-
-def augmentation_key(augmentation: Augmentation) -> dict:
-    """The augmentation as cache-key data. Options added to :class:`Augmentation` later are left out
-    while they are off, so that the models cached before them stay valid."""
-    key = dataclasses.asdict(augmentation)
-    for option in ("coverage", "noise_level", "cell_strain"):
-        if not key.get(option):
-            key.pop(option, None)
-    return key
-
-
-@dataclass(frozen=True)
-class Grid:
-    """How a set of patterns is simulated: radiation, 2-theta grid and peak width."""
-
-    n_points: int = 2048
-    two_theta_min: float = 5.0  # degrees
-    two_theta_max: float = 90.0  # degrees
-    fwhm: float = 0.1  # degrees, Gaussian
-    radiation: str = "xray"
-    wavelength: float = CU_KALPHA1  # Angstrom
-
-    def simulator(self, device=None) -> PowderSimulator:
-        return PowderSimulator(radiation=self.radiation, wavelength=self.wavelength,
-                               two_theta_range=(self.two_theta_min, self.two_theta_max),
-                               n_points=self.n_points, fwhm=self.fwhm, device=default_device(device))
-
-    @property
-    def two_theta(self) -> np.ndarray:
-        return np.linspace(self.two_theta_min, self.two_theta_max, self.n_points)
-
-
-def _save_npy_atomic(path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save would append '.npy' to a name
-        np.save(f, array)
-
-
-def _digest(index) -> str:
-    return hashlib.sha256(np.ascontiguousarray(np.asarray(index, dtype=np.int64)).tobytes()).hexdigest()[:16]
-
-
-@dataclass
-class CrystalSet:
-    """Crystals with their labels, and the key that identifies them in every cache.
-
-    Attributes:
-        name: a short label for tables ('AMCSD', 'balanced').
-        key: a JSON-able description precise enough to tell two sets apart (hashed into cache keys).
-        structures: the structure arrays, n crystals.
-        space_groups: (n,) true space groups.
-        table: the database table aligned with ``structures`` (real databases only).
-    """
-
-    name: str
-    key: dict
-    structures: StructureBatch
-    space_groups: np.ndarray
-    table: pd.DataFrame | None = None
-    _patterns: dict = field(default_factory=dict, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.space_groups)
-
-    def stored(self, grid: Grid) -> bool:
-        """Whether the patterns on ``grid`` fit the pattern cache (else they are simulated when needed)."""
-        return len(self) * grid.n_points * 4 <= PATTERN_CACHE_BYTES
-
-    def patterns(self, grid: Grid, *, progress: bool = True) -> np.ndarray:
-        """(n, n_points) clean simulated patterns, NaN rows for crystals that failed (cached)."""
-        if not self.stored(grid):
-            raise MemoryError(f"{self.name}: {len(self)} patterns of {grid.n_points} points exceed "
-                              f"PATTERN_CACHE_BYTES; use source(), which simulates them on the fly")
-        if grid in self._patterns:
-            return self._patterns[grid]
-        folder = cache_dir("patterns", {"crystals": self.key, "grid": dataclasses.asdict(grid),
-                                        "simulator": SIMULATOR_VERSION})
-        path = folder / "patterns.npy"
-        if not path.exists():
-            simulator = grid.simulator()
-            out = np.full((len(self), grid.n_points), np.nan, dtype=np.float32)
-            failures: dict[str, int] = {}
-            starts = range(0, len(self), SIMULATE_CHUNK)
-            for start in tqdm(starts, desc=f"simulating {self.name}", disable=not progress, leave=False):
-                rows = np.arange(start, min(start + SIMULATE_CHUNK, len(self)))
-                try:
-                    out[rows] = simulator.simulate(self.structures[rows])
-                except ValueError:  # one bad crystal: do the chunk one by one and count the bad ones
-                    for i in rows:
-                        try:
-                            out[i] = simulator.simulate(self.structures[np.array([i])])[0]
-                        except ValueError as error:
-                            reason = str(error).split(":")[-1].strip()[:80]
-                            failures[reason] = failures.get(reason, 0) + 1
-            _save_npy_atomic(path, out)
-            write_json_atomic(folder / "failures.json", failures)
-        self._patterns[grid] = np.load(path, mmap_mode="r")
-        return self._patterns[grid]
-
-    def valid(self, grid: Grid) -> np.ndarray:
-        """(n,) bool: crystals whose pattern could be simulated on ``grid`` (all, for on-the-fly sets)."""
-        if not self.stored(grid):
-            return np.ones(len(self), dtype=bool)
-        return ~np.isnan(self.patterns(grid)[:, 0])
-
-
-def amcsd_set(limit: int | None = None) -> CrystalSet:
-    """Every AMCSD entry kept by :func:`xtal_utils.crystals.load_amcsd`, in table order."""
-    table = crystals.load_amcsd(limit=limit, structures=False)
-    config = crystals.databases.amcsd_config(limit)
-    batch = StructureBatch.load(cache_dir("amcsd", config) / "structures.h5")
-    if len(batch) != len(table):
-        raise RuntimeError(f"the AMCSD cache {cache_dir('amcsd', config)} is inconsistent; delete it")
-    return CrystalSet("AMCSD", {"amcsd": cache_key(config)}, batch, table["space_group"].to_numpy(), table)
-
-
-def balanced_set(n_per_group: int, seed: int, *, workers: int | None = None) -> CrystalSet:
-    """Random crystals, ``n_per_group`` per extinction group, generated once and then read from cache."""
-    config = crystals.RandomCrystalConfig(n_per_group=n_per_group, balance="extinction_group", seed=seed)
-    crystals.generate(config, workers=workers)
-    batch, slots = crystals.load_generated(config)
-    return CrystalSet("balanced", {"random_crystals": cache_key(dataclasses.asdict(config))}, batch,
-                      slots[:, 0].copy())
+from xtal_utils.train import (StreamConfig, TrainConfig, fit_stream, load_checkpoint, predict,
+                              recalibrate_batchnorm, train_cached)
 
 
 def real_splits(data: CrystalSet, *, deduplicated: bool, condition: str, seed: int,
@@ -229,18 +93,6 @@ def augmented_source(data: CrystalSet, grid: Grid, index, kind: str, augmentatio
     return SimulatedSource(data.structures[np.asarray(index)], kind, simulate)
 
 
-def augmented_patterns(data: CrystalSet, grid: Grid, index, augmentation: Augmentation, *, seed: int) -> np.ndarray:
-    """A fixed augmented draw of ``data[index]`` (e.g. a validation set for augmented training), cached."""
-    index = np.asarray(index)
-    folder = cache_dir("patterns", {"crystals": data.key, "grid": dataclasses.asdict(grid), "index": _digest(index),
-                                    "simulator": SIMULATOR_VERSION,
-                                    "augmentation": augmentation_key(augmentation), "seed": seed})
-    path = folder / "patterns.npy"
-    if not path.exists():
-        _save_npy_atomic(path, grid.simulator().simulate(data.structures[index], augmentation, seed=seed))
-    return np.load(path)
-
-
 @dataclass
 class Trained:
     """A trained model, what it was trained on, and its scores on each test set."""
@@ -286,20 +138,7 @@ def train_and_score(train, validation, tests: dict, *, kind: str, data_key: dict
 def data_key(data: CrystalSet, grid: Grid, splits: dict, **extra) -> dict:
     """The description of training data that the model cache hashes."""
     return {"crystals": data.key, "grid": dataclasses.asdict(grid), "simulator": SIMULATOR_VERSION,
-            **{f"{s}_index": _digest(index) for s, index in splits.items() if s != "test"}, **extra}
-
-
-def frequency_prior_scores(data: CrystalSet, splits: dict, kind: str, test: str = "test") -> dict:
-    """Scores on ``splits[test]`` of the baseline that always answers the training split's frequencies."""
-    prior = evaluate.frequency_prior(data.space_groups[splits["train"]], kind)
-    truth = data.space_groups[splits[test]]
-    return evaluate.score(np.tile(prior, (len(truth), 1)), truth, kind)
-
-
-def epochs_for(n_train: int, epochs: int, min_steps: int, batch_size: int) -> int:
-    """``epochs``, raised so that a small training set still gets at least ``min_steps`` optimiser steps."""
-    steps_per_epoch = max(1, -(-n_train // batch_size))
-    return max(epochs, -(-min_steps // steps_per_epoch))
+            **{f"{s}_index": index_digest(index) for s, index in splits.items() if s != "test"}, **extra}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +146,6 @@ def epochs_for(n_train: int, epochs: int, min_steps: int, batch_size: int) -> in
 
 FRESH_TEST_SEED = 987_654_321  # never a training stream's seed: those are small integers
 FROM_RANDOM_TEST_SEED = 1001  # the PyXtal crystals held out for every stream-trained model
-RRUFF_WAVELENGTH = 1.5418  # Angstrom, Cu K-alpha as recorded in data/rruff_dev/SOURCE.md
 
 
 @dataclass
@@ -332,16 +170,13 @@ def stream_test_sets(grid: Grid, *, fresh: int = 1980, from_random_per_group: in
     - ``amcsd``: the test split of de-duplicated AMCSD (grouped split, seed 0), real structures;
     - ``rruff``: the measured RRUFF development patterns, moved onto the grid through d.
     """
-    from xtal_utils.patterns import resample
-    from xtal_utils.paths import DATA
-
     simulator = grid.simulator()
     out = {}
     if fresh:
         batch = crystals.sample_crystals(fresh, seed=FRESH_TEST_SEED)
-        patterns = np.concatenate([simulator.simulate(batch[i: i + SIMULATE_CHUNK],
-                                                      symmetry=crystals.laue_symmetry_of(batch.space_group[i: i + SIMULATE_CHUNK]))
-                                   for i in range(0, len(batch), SIMULATE_CHUNK)])
+        chunks = [batch[i: i + SIMULATE_CHUNK] for i in range(0, len(batch), SIMULATE_CHUNK)]
+        patterns = np.concatenate([simulator.simulate(c, symmetry=crystals.laue_symmetry_of(c.space_group))
+                                   for c in chunks])
         out["fresh"] = TestSet("fresh", patterns, batch.space_group.astype(int))
     if from_random_per_group:
         data = balanced_set(from_random_per_group, FROM_RANDOM_TEST_SEED)
@@ -377,47 +212,88 @@ def score_on(model: torch.nn.Module, tests: dict[str, TestSet], kind: str, *, de
     return out
 
 
-@dataclass(frozen=True)
-class StreamRecipe:
-    """How a classifier for measured patterns is trained on the fresh-crystal stream.
+# ---------------------------------------------------------------------------------------------
+# Models trained on a stream (xtal_utils.train.StreamConfig): the study's models on fresh random crystals,
+# a finite pool of them or a database, and classifiers for measured patterns
 
-    Fresh random crystals, balanced over extinction groups, with a share of a real database's training
-    structures mixed into every batch; realism augmentations and impurity phases on every pattern; the
-    real database's class frequencies kept out of the training data's balance and applied afterwards as
-    a separate, calibrated log-prior (:func:`xtal_utils.evaluate.fit_prior_weight`), which a user can
-    turn off.
-    """
+# The recipe of the shipped classifiers' stream member (benchmarks/stream_classifier.py): fresh random
+# crystals, balanced over extinction groups, with a share of a real database's training structures mixed
+# into every batch; realism augmentations and impurity phases on every pattern; the real database's class
+# frequencies kept out of the training data's balance and applied afterwards as a separate, calibrated
+# log-prior (:func:`xtal_utils.evaluate.fit_prior_weight`), which a user can turn off.
+CLASSIFIER_RECIPE = StreamConfig(kind="space_group", steps=18_000, augmentation=REALISTIC,
+                                 impurity=(0.3, (0.05, 0.3)), database_share=0.25)
 
-    kind: str = "space_group"
-    steps: int = 18_000  # optimiser steps; patterns seen = steps x batch_size
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    intensity: str = "log"  # how the model scales intensities first (inside the model)
-    database_share: float = 0.25  # share of each batch taken from the database's training split
-    impurity: tuple | None = (0.3, (0.05, 0.3))  # probability of a second phase, and its height range
-    augmentation: Augmentation = REALISTIC
-    prior_smoothing: float = 1.0  # pseudo-count per class of the database prior
-    seed: int = 0
-    crystals: tuple = ()  # (name, value) pairs for sample_crystals, e.g. (("orbit_scale", 2.5), ("max_orbits", 24))
+# The fields that the cache keys of stream models name; any other field joins a key only while it differs
+# from its default, so that the models cached before the field existed stay valid.
+_RUN_KEY = ("kind", "steps", "batch_size", "lr", "weight_decay", "label_smoothing", "model", "model_options",
+            "pool_batches", "seed")
+_RECIPE_KEY = ("kind", "steps", "batch_size", "lr", "weight_decay", "label_smoothing", "model_options",
+               "database_share", "impurity", "augmentation", "prior_smoothing", "seed", "crystals")
 
 
-def recipe_key(recipe: StreamRecipe) -> dict:
-    """The recipe as cache-key data; ``crystals`` is left out while empty, so that models cached before it
-    existed stay valid."""
-    key = {**dataclasses.asdict(recipe), "augmentation": augmentation_key(recipe.augmentation)}
-    if not recipe.crystals:
-        key.pop("crystals")
-    return key
+def _key_value(value):
+    return augmentation_key(value) if isinstance(value, Augmentation) else value
 
 
-def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalSet, splits: dict, *,
-                            evaluate_fn=None, eval_every: int = 0, progress: bool = True, device=None) -> dict:
-    """Train (or resume, or reuse from the cache) a classifier by ``recipe``; calibrate it.
+def _changed(config: StreamConfig, named: tuple) -> dict:
+    default = StreamConfig()
+    return {f.name: _key_value(getattr(config, f.name)) for f in dataclasses.fields(config)
+            if f.name not in named and getattr(config, f.name) != getattr(default, f.name)}
+
+
+def recipe_key(config: StreamConfig) -> dict:
+    """A classifier's config as cache-key data: the model's intensity scaling by name, ``crystals`` only
+    when set."""
+    options = dict(config.model_options)
+    key = {"kind": config.kind, "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr,
+           "weight_decay": config.weight_decay, "label_smoothing": config.label_smoothing,
+           "intensity": options.pop("intensity", ResNet1dConfig.intensity),
+           "database_share": config.database_share, "impurity": config.impurity,
+           "augmentation": _key_value(config.augmentation), "prior_smoothing": config.prior_smoothing,
+           "seed": config.seed}
+    if config.crystals:
+        key["crystals"] = config.crystals
+    if options:
+        key["model_options"] = tuple(options.items())
+    return key | _changed(config, _RECIPE_KEY)
+
+
+def classifier_key(config: StreamConfig, grid: Grid, database: CrystalSet, train_index) -> dict:
+    """What names a classifier of :func:`train_stream_classifier` in ``data/cache/stream_models/``."""
+    return {"recipe": recipe_key(config), "grid": dataclasses.asdict(grid), "database": database.key,
+            "train": index_digest(train_index), "simulator": SIMULATOR_VERSION, "model": config.model}
+
+
+def stream_run_key(config: StreamConfig, grid: Grid, database: CrystalSet | None = None, index=None) -> dict:
+    """What names a model of :func:`train_on_stream` in ``data/cache/stream_runs/``."""
+    run = {name: getattr(config, name) for name in _RUN_KEY} | _changed(config, _RUN_KEY)
+    rows = None if database is None else {"crystals": database.key, "index": index_digest(index)}
+    return {"run": run, "grid": dataclasses.asdict(grid), "simulator": SIMULATOR_VERSION, "database": rows}
+
+
+def _fit_on_stream(config: StreamConfig, grid: Grid, structures, folder, *, recalibration_batches: int,
+                   progress: bool, device, evaluate_fn=None, eval_every: int = 0) -> tuple:
+    """Build the model of ``config``, train (or resume) it on its stream with ``folder/checkpoint.pt``, and
+    re-estimate its BatchNorm statistics on ``recalibration_batches`` batches of another seed of the same
+    distribution (the same pool or database). Returns the model in eval mode and ``fit_stream``'s state."""
+    model = build(config.model, config.kind, seed=config.seed, **dict(config.model_options))
+    state = fit_stream(model, config.stream(grid.simulator("cpu"), config.seed, database=structures), config,
+                       checkpoint=folder / "checkpoint.pt", checkpoint_every=min(500, config.steps),
+                       evaluate=evaluate_fn, eval_every=eval_every, progress=progress, device=device)
+    calibration = config.stream(grid.simulator("cpu"), config.seed + 10**6, database=structures)
+    batches = calibration.batches(start=0, stop=recalibration_batches, device=device)
+    model = recalibrate_batchnorm(model, batches, n_batches=recalibration_batches)
+    return model.eval(), state
+
+
+def train_stream_classifier(config: StreamConfig, grid: Grid, database: CrystalSet, splits: dict, *,
+                            evaluate_fn=None, eval_every: int = 0, progress: bool = True,
+                            device=None) -> dict:
+    """Train (or resume, or reuse from the cache) a classifier by ``config``; calibrate it.
 
     Args:
-        recipe: the :class:`StreamRecipe`.
+        config: e.g. :data:`CLASSIFIER_RECIPE`.
         grid: the training grid (its ``fwhm`` is the base peak width before augmentation).
         database: a real database (:func:`amcsd_set`); ``splits['train']`` is mixed into the stream,
             ``splits['validation']`` fits the prior's weight, and the class prior comes from the train split.
@@ -425,46 +301,32 @@ def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalS
         progress: a progress bar over the steps.
 
     Returns:
-        dict with ``model`` (eval mode, BatchNorm statistics re-estimated on 32 stream batches),
+        dict with ``model`` (eval mode, BatchNorm statistics re-estimated on 16 stream batches),
         ``temperature`` (fitted on 2,048 stream patterns of another seed), ``prior`` (the database's
         smoothed class frequencies), ``prior_weight`` (fitted on the augmented validation split),
-        ``seconds`` and ``data_seconds`` of training, ``curve`` and ``key``.
+        ``seconds`` and ``data_seconds`` of training, ``curve``, ``key`` and ``n_database_train``.
     """
-    from xtal_utils.datasets import CrystalStream
-    from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
-
     device = default_device(device)
-    key = {"recipe": recipe_key(recipe),
-           "grid": dataclasses.asdict(grid), "database": database.key, "train": _digest(splits["train"]),
-           "simulator": SIMULATOR_VERSION, "model": "ResNet1d"}
-    folder = cache_dir("stream_models", key)
+    key = classifier_key(config, grid, database, splits["train"])
     train_structures = database.structures[np.asarray(splits["train"])]
-
-    def stream(seed: int, batch_size: int = recipe.batch_size):
-        return CrystalStream(grid.simulator("cpu"), recipe.kind, seed=seed, batch_size=batch_size,
-                             augmentation=recipe.augmentation, database=train_structures,
-                             database_share=recipe.database_share, impurity=recipe.impurity,
-                             crystal_options=dict(recipe.crystals))
-
-    model = build("ResNet1d", recipe.kind, seed=recipe.seed, intensity=recipe.intensity)
-    config = StreamConfig(steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
-                          label_smoothing=recipe.label_smoothing, seed=recipe.seed, eval_every=eval_every,
-                          checkpoint_every=min(500, recipe.steps), progress=progress, device=device)
-    state = fit_stream(model, stream(recipe.seed), config, evaluate=evaluate_fn, checkpoint=folder / "checkpoint.pt")
-    model = recalibrate_batchnorm(model, stream(recipe.seed + 10**6).batches(start=0, stop=32, device=device)).eval()
+    model, state = _fit_on_stream(config, grid, train_structures, cache_dir("stream_models", key),
+                                  recalibration_batches=16, progress=progress, device=device,
+                                  evaluate_fn=evaluate_fn, eval_every=eval_every)
 
     logits, labels = [], []
+    temperature_stream = config.stream(grid.simulator("cpu"), config.seed + 2 * 10**6,
+                                       database=train_structures, batch_size=256)
     with torch.no_grad():  # the temperature, on the training distribution (another seed)
-        for x, y in stream(recipe.seed + 2 * 10**6, 256).batches(start=0, stop=8, device=device):
+        for x, y in temperature_stream.batches(start=0, stop=8, device=device):
             logits.append(model(x).float().cpu())
             labels.append(y.cpu())
     temperature = evaluate.fit_temperature(torch.cat(logits).numpy(), torch.cat(labels).numpy() + 1)
 
     train_sg = database.space_groups[np.asarray(splits["train"])]
-    prior = evaluate.frequency_prior(train_sg, recipe.kind, smoothing=recipe.prior_smoothing)
+    prior = evaluate.frequency_prior(train_sg, config.kind, smoothing=config.prior_smoothing)
     validation = np.asarray(splits["validation"])
-    val_patterns = augmented_patterns(database, grid, validation, recipe.augmentation, seed=recipe.seed)
-    val_source = PatternSource(val_patterns, database.space_groups[validation], recipe.kind)
+    val_patterns = augmented_patterns(database, grid, validation, config.augmentation, seed=config.seed)
+    val_source = PatternSource(val_patterns, database.space_groups[validation], config.kind)
     val_logits = predict(model, val_source, device=device)
     prior_weight = evaluate.fit_prior_weight(val_logits, val_source.targets.numpy() + 1, prior,
                                              temperature=temperature)
@@ -473,66 +335,28 @@ def train_stream_classifier(recipe: StreamRecipe, grid: Grid, database: CrystalS
             "key": key, "n_database_train": len(train_structures)}
 
 
-# ---------------------------------------------------------------------------------------------
-# The study's models trained on a stream: fresh random crystals, a finite pool of them, or a database
-
-
-@dataclass(frozen=True)
-class StreamRun:
-    """One model trained on :class:`~xtal_utils.datasets.CrystalStream` batches, by a budget of steps.
-
-    The defaults are the recipe of ``models/balanced-reference.pt`` (benchmarks/learning_curve.py):
-    clean patterns, log intensities, label smoothing 0.1, 11,500 steps of 64 fresh crystals.
-    """
-
-    kind: str = "extinction_group"
-    steps: int = 11_500  # optimiser steps; patterns seen = steps x batch_size
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    model: str = "ResNet1d"
-    model_options: tuple = (("intensity", "log"),)  # (name, value) pairs for the model's class
-    pool_batches: int | None = None  # a finite pool of pool_batches x batch_size crystals; None = fresh ones
-    seed: int = 0  # the stream's and the initial weights' seed
-
-    @property
-    def patterns_seen(self) -> int:
-        return self.steps * self.batch_size
-
-    @property
-    def distinct_crystals(self) -> int:
-        """Distinct crystals the model can see: the pool, or every pattern of the stream."""
-        return self.patterns_seen if self.pool_batches is None else self.pool_batches * self.batch_size
-
-
-def train_on_stream(run: StreamRun, grid: Grid, *, database: CrystalSet | None = None, index=None,
+def train_on_stream(config: StreamConfig, grid: Grid, *, database: CrystalSet | None = None, index=None,
                     progress: bool = True, device=None) -> tuple[torch.nn.Module, dict]:
-    """Train (or resume, or load from the cache) the model of ``run`` on clean patterns on ``grid``.
+    """Train (or resume, or load from the cache) the model of ``config`` on patterns on ``grid``.
 
     Args:
-        run: the :class:`StreamRun`.
+        config: the :class:`~xtal_utils.train.StreamConfig`.
         grid: radiation, 2-theta grid and peak width of the patterns.
-        database, index: train on ``database.structures[index]`` instead of random crystals (drawn with
-            replacement, so with the database's class distribution), e.g. AMCSD's training split.
+        database, index: train on ``database.structures[index]`` (``config.database_share`` of every batch,
+            drawn with replacement, so with the database's class distribution), e.g. AMCSD's training split.
         progress: a progress bar over the steps.
 
     Returns:
         The model in eval mode (its BatchNorm statistics re-estimated on 32 batches of another seed), and
-        ``{'seconds', 'data_seconds', 'patterns_seen', 'distinct_crystals', 'parameters', 'key'}``.
+        ``{'seconds', 'data_seconds', 'patterns_seen', 'distinct_crystals', 'parameters', 'key', 'device'}``.
         The model and this dict are cached in ``data/cache/stream_runs/<key>/``; an interrupted run
         resumes from its checkpoint there.
     """
-    from xtal_utils.datasets import CrystalStream
-    from xtal_utils.models import build_model, model_spec, n_parameters
-    from xtal_utils.train import StreamConfig, fit_stream, load_checkpoint, recalibrate_batchnorm
-
     if (database is None) != (index is None):
         raise ValueError("train_on_stream takes a database and the index of its training rows together")
     device = default_device(device)
     structures = None if database is None else database.structures[np.asarray(index)]
-    key = {"run": dataclasses.asdict(run), "grid": dataclasses.asdict(grid), "simulator": SIMULATOR_VERSION,
-           "database": None if database is None else {"crystals": database.key, "index": _digest(index)}}
+    key = stream_run_key(config, grid, database, index)
     folder = cache_dir("stream_runs", key)
     if (folder / "model.pt").exists():
         saved = load_checkpoint(folder / "model.pt", device)
@@ -540,21 +364,11 @@ def train_on_stream(run: StreamRun, grid: Grid, *, database: CrystalSet | None =
         model.load_state_dict(saved["model_state"])
         return model.to(device).eval(), saved["info"]
 
-    def stream(seed: int):
-        return CrystalStream(grid.simulator("cpu"), run.kind, seed=seed, batch_size=run.batch_size,
-                             database=structures, database_share=0.0 if structures is None else 1.0,
-                             pool_batches=run.pool_batches)
-
-    model = build(run.model, run.kind, seed=run.seed, **dict(run.model_options))
-    config = StreamConfig(steps=run.steps, lr=run.lr, weight_decay=run.weight_decay,
-                          label_smoothing=run.label_smoothing, seed=run.seed,
-                          checkpoint_every=min(500, run.steps), progress=progress, device=device)
-    state = fit_stream(model, stream(run.seed), config, checkpoint=folder / "checkpoint.pt")
-    # BatchNorm statistics from the training distribution: the same pool or database, another seed's order
-    model = recalibrate_batchnorm(model, stream(run.seed + 10**6).batches(start=0, stop=32, device=device),
-                                  n_batches=32).eval()
-    info = {"seconds": state["seconds"], "data_seconds": state["data_seconds"], "patterns_seen": run.patterns_seen,
-            "distinct_crystals": run.distinct_crystals if structures is None else len(structures),
+    model, state = _fit_on_stream(config, grid, structures, folder, recalibration_batches=32,
+                                  progress=progress, device=device)
+    info = {"seconds": state["seconds"], "data_seconds": state["data_seconds"],
+            "patterns_seen": config.patterns_seen,
+            "distinct_crystals": config.distinct_crystals if structures is None else len(structures),
             "parameters": n_parameters(model), "key": cache_key(key), "device": device}
     with atomic_path(folder / "model.pt") as tmp:
         torch.save({"model_spec": model_spec(model), "model_state": model.state_dict(), "info": info}, tmp)
@@ -564,9 +378,11 @@ def train_on_stream(run: StreamRun, grid: Grid, *, database: CrystalSet | None =
 
 def score_test(model: torch.nn.Module, test: TestSet, kind: str, *, device=None,
                batch_size: int = 256) -> tuple[np.ndarray, dict]:
-    """Probabilities of ``model`` on ``test`` and their scores (:func:`xtal_utils.evaluate.score`, fractions)."""
+    """Probabilities of ``model`` on ``test`` and their scores (:func:`xtal_utils.evaluate.score`,
+    fractions)."""
     source = PatternSource(test.patterns, test.space_groups, kind)
-    probabilities = evaluate.softmax(predict(model, source, batch_size=batch_size, device=default_device(device)))
+    logits = predict(model, source, batch_size=batch_size, device=default_device(device))
+    probabilities = evaluate.softmax(logits)
     return probabilities, evaluate.score(probabilities, test.space_groups, kind)
 
 

@@ -20,8 +20,7 @@ The final answer is built in three steps:
   Without a close match the pattern is probably a structure the database does not hold, the final
   answer is the shortlist and ``trust`` is 'model'.
 
-The constants were chosen on RRUFF dev; ``benchmarks/final_answer.py`` shows how much that choice
-adds there, and its cross-validated estimate.
+The constants were chosen on RRUFF dev (``benchmarks/final_answer.py`` scores them).
 
 From the shell::
 
@@ -39,11 +38,19 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
 
-from xtal_utils import symmetry
+from xtal_utils import search_match, symmetry
+from xtal_utils.classify import (DEFAULT_MODEL, DEFAULT_MODELS, RADIATIONS, Classifier, Ensemble, load_classifier,
+                                 ranked)
 from xtal_utils.config import to_jsonable
+from xtal_utils.diffraction import CU_KALPHA1
+from xtal_utils.evaluate import coarse_matrix, estimate_family_shares
+from xtal_utils.patterns import PatternFileError, read_pattern
 
 PATTERN_SUFFIXES = (".xy", ".xye", ".csv", ".dat", ".txt", ".gsa", ".gss", ".fxye", ".gsas", ".raw")
 MATCH_THRESHOLD = 0.7  # cosine similarity of the nearest entry above which the phase counts as known
@@ -55,6 +62,7 @@ SHORTLIST_FLOOR = 1e-3  # added to those scores, so that a group no near entry h
 FAMILY_SHIFT_POWER = 0.5  # exponent of (measured / training family share); damped: the estimate overshoots
 TOP_MATCHES = 5
 CHUNK = 32  # files classified together in the command
+PROG = "xtal-classify"
 
 
 @dataclass
@@ -72,11 +80,9 @@ def family_weights(measured_shares, training_shares, power: float = FAMILY_SHIFT
     """(99,) each extinction group's weight: (its family's measured share / training share) ** power.
 
     Shares are over :data:`xtal_utils.evaluate.FAMILIES`."""
-    from xtal_utils.evaluate import _to_coarse
-
     training = np.clip(np.asarray(training_shares, dtype=np.float64), 1e-6, None)
     ratio = np.asarray(measured_shares, dtype=np.float64) / training
-    return _to_coarse("extinction_group", "family").astype(np.float64) @ (ratio ** power)
+    return coarse_matrix("extinction_group", "family").astype(np.float64) @ (ratio ** power)
 
 
 def classifier_family_weights(classifier) -> np.ndarray | None:
@@ -124,8 +130,6 @@ def split_half_answers(model_eg: np.ndarray, match_eg: np.ndarray, best_similari
     Yields:
         (rows, final): the answered patterns' indices and their final probabilities (len(rows), 99).
     """
-    from xtal_utils.evaluate import estimate_family_shares
-
     model_eg, rng = np.asarray(model_eg), np.random.default_rng(seed)
     for _ in range(draws):
         order = rng.permutation(len(model_eg))
@@ -157,12 +161,11 @@ def answer(classifier, two_theta, intensity, *, wavelength: float, library=None,
 def prepare(classifier, library, two_theta, intensity, *, wavelength: float, source="pattern"):
     """One pattern on the model's grid (1, n_points) and its search-match variants (n_variants, m), or
     None without a library. Raises PatternFileError for a pattern that cannot be used."""
-    from xtal_utils.search_match import variants
-
     inputs = classifier.prepare(two_theta, intensity, wavelength=wavelength, source=source)
     if library is None:
         return inputs, None
-    return inputs, variants(two_theta, intensity, library.settings, wavelength=wavelength, source=source)
+    queries = search_match.variants(two_theta, intensity, library.settings, wavelength=wavelength, source=source)
+    return inputs, queries
 
 
 def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, library=None, use_prior: bool | None = None,
@@ -190,23 +193,10 @@ def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, libra
     return out
 
 
-def ranked(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
-    """The ``top`` most probable groups: label, symbol, probability, crystal family, member space groups."""
-    table = symmetry.extinction_table()
-    rows = []
-    for index in np.argsort(-probabilities, kind="stable")[:top]:
-        label = int(index) + 1
-        if kind == "extinction_group":
-            members, symbol = [int(sg) for sg in table["space_groups"].iloc[index]], str(table["symbol"].iloc[index])
-        else:
-            members, symbol = [label], symmetry.space_group_symbol(label)
-        rows.append({"label": label, "symbol": symbol, "probability": float(probabilities[index]),
-                     "crystal_family": symmetry.crystal_family(members[0]), "members": members})
-    return rows
-
-
 def report(path, result: Answer | None, *, top: int, error: str | None = None) -> dict:
-    """The JSON object of one file (see the module docstring of :mod:`xtal_utils.identify`)."""
+    """The JSON object of one file: file, trust ('match', 'model', or None for an error), the ``top`` groups
+    of the final answer and of the model (:func:`xtal_utils.classify.ranked`), the nearest database
+    entries (matches), the error message or None, and the model's space groups for a space-group model."""
     out = {"file": str(path), "trust": None, "final": [], "model": [], "matches": [], "error": error}
     if result is not None:
         out.update(trust=result.trust, final=ranked(result.final, "extinction_group", top),
@@ -241,7 +231,7 @@ def summary_row(item: dict) -> dict:
             "similarity": f"{match['similarity']:.3f}" if match else "", "error": item["error"] or ""}
 
 
-def format_one(item: dict, classifier, args) -> str:
+def format_text(item: dict, classifier: Classifier | Ensemble, args: argparse.Namespace) -> str:
     """The text answer for one file."""
     lines = [f"file:  {item['file']}  ({item['wavelength']:g} A, {args.radiation})",
              f"model: {classifier.path}  ({classifier.describe(args.prior)})", ""]
@@ -277,18 +267,30 @@ def format_one(item: dict, classifier, args) -> str:
     return "\n".join(lines).rstrip()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``xtal-classify FILE... | FOLDER``: the extinction groups of measured pattern files.
+def format_table(rows: list[dict]) -> str:
+    """The batch table of several files: one line per :func:`summary_row`, without the error column."""
+    return pd.DataFrame(rows).drop(columns=["error"]).to_string(index=False)
 
-    Exit status: 0 when every file was classified, 2 when any failed (each failure is one line on
-    stderr and, with --json or --csv, an error row) or when the classifier cannot be read.
-    """
-    from xtal_utils.classify import DEFAULT_MODEL, DEFAULT_MODELS, RADIATIONS, load_classifier
-    from xtal_utils.diffraction import CU_KALPHA1
-    from xtal_utils.patterns import PatternFileError, read_pattern
 
+def write_csv(rows: list[dict], destination: Path) -> None:
+    """The :func:`summary_row` of every file as CSV, to ``destination`` ('-': stdout)."""
+    if str(destination) == "-":
+        _write_rows(rows, sys.stdout)
+    else:
+        with open(destination, "w", newline="") as handle:
+            _write_rows(rows, handle)
+
+
+def _write_rows(rows: list[dict], handle) -> None:
+    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command's arguments; exits with status 2 and the usage on a bad one."""
     parser = argparse.ArgumentParser(
-        prog="xtal-classify", description="Extinction group (and space group) of powder pattern files: "
+        prog=PROG, description="Extinction group (and space group) of powder pattern files: "
         "2-theta in degrees with intensity (.xy, .xye, .csv, .dat text columns), FullProf .dat and GSAS "
         ".gsa/.fxye (read by CrysFML). The model's answer is shown beside the closest AMCSD entries.")
     parser.add_argument("files", type=Path, nargs="+", help="pattern files, or folders of them")
@@ -316,93 +318,107 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--top must be at least 1, got {args.top}")
     if args.wavelength is not None and not args.wavelength > 0:
         parser.error(f"--wavelength must be positive (Angstrom), got {args.wavelength}")
+    return args
 
-    def fail(message: str) -> None:
-        parser.exit(2, f"{parser.prog}: error: {' '.join(str(message).split())}\n")
 
+def _fail(message) -> NoReturn:
+    """One line on stderr, then exit with status 2."""
+    sys.stderr.write(f"{PROG}: error: {' '.join(str(message).split())}\n")
+    sys.exit(2)
+
+
+def load_model(args: argparse.Namespace) -> Classifier | Ensemble:
+    """The classifier the arguments name (``--model``, else the default of ``--radiation``), checked
+    against ``--prior`` and ``--radiation``; exits with status 2 when it cannot answer."""
     try:
         classifier = load_classifier(args.model or DEFAULT_MODELS[args.radiation])
     except (FileNotFoundError, ValueError) as error:
-        fail(error)
+        _fail(error)
     if args.prior and classifier.prior is None:
-        fail(f"{classifier.path}: the classifier has no class prior; leave --prior out")
+        _fail(f"{classifier.path}: the classifier has no class prior; leave --prior out")
     if classifier.radiation != args.radiation:
-        fail(f"{classifier.path}: the classifier was trained on {classifier.radiation} patterns and cannot "
-             f"classify a {args.radiation} pattern; give a {args.radiation} model")
-    library = None
-    if not args.no_match:
-        from xtal_utils import search_match
+        _fail(f"{classifier.path}: the classifier was trained on {classifier.radiation} patterns and cannot "
+              f"classify a {args.radiation} pattern; give a {args.radiation} model")
+    return classifier
 
+
+def load_search_library(args: argparse.Namespace, classifier) -> search_match.Library | None:
+    """The search-match library (``--library``, else AMCSD's on the classifier's grid, built on first use),
+    or None with ``--no-match``; exits with status 2 when it cannot be read."""
+    if args.no_match:
+        return None
+    try:
+        if args.library:
+            return search_match.load_library(args.library)
+        return search_match.default_library(search_match.settings_for(classifier))
+    except (FileNotFoundError, ValueError) as error:
+        _fail(error)
+
+
+def classify_files(paths: list[Path], classifier, library, args: argparse.Namespace) -> list[dict]:
+    """The reports (:func:`report`, with the wavelength used) of files classified together, in one pass
+    of the model and one pass over the library. A file that cannot be read or classified gets an
+    error report and one line on stderr."""
+    ready, errors = [], {}
+    for i, path in enumerate(paths):
         try:
-            library = (search_match.load_library(args.library) if args.library else
-                       search_match.default_library(search_match.settings_for(classifier)))
-        except (FileNotFoundError, ValueError) as error:
-            fail(error)
+            two_theta, intensity, stated = read_pattern(path, format=args.format, with_wavelength=True)
+            wavelength = args.wavelength or stated or (CU_KALPHA1 if args.radiation == "xray" else None)
+            if wavelength is None:
+                raise PatternFileError(path, "no wavelength given (--wavelength) and none stated in the file")
+            ready.append((i, wavelength, *prepare(classifier, library, two_theta, intensity,
+                                                  wavelength=wavelength, source=path)))
+        except (PatternFileError, ValueError) as error:
+            message = " ".join(str(error).split())
+            errors[i] = message if message.startswith(str(path)) else f"{path}: {message}"
+            print(f"{PROG}: error: {errors[i]}", file=sys.stderr)
+    results = answers(classifier, np.concatenate([r[2] for r in ready]),
+                      None if library is None else np.stack([r[3] for r in ready]), library=library,
+                      use_prior=args.prior, threshold=args.threshold) if ready else []
+    answered = {i: {**report(paths[i], result, top=args.top), "wavelength": wavelength}
+                for (i, wavelength, _, _), result in zip(ready, results)}
+    return [answered[i] if i in answered else report(path, None, top=args.top, error=errors[i])
+            for i, path in enumerate(paths)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``xtal-classify FILE... | FOLDER``: the extinction groups of measured pattern files.
+
+    One file is answered as text (:func:`format_text`), several as a table (:func:`format_table`);
+    ``--json`` prints one :func:`report` per line and ``--csv`` writes one :func:`summary_row` per file.
+    Exit status: 0 when every file was classified, 2 when any failed (each failure is one line on
+    stderr and, with --json or --csv, an error row) or when the classifier cannot be read.
+    """
+    args = parse_arguments(argv)
+    classifier = load_model(args)
+    library = load_search_library(args, classifier)
     files = pattern_files(args.files)
     if not files:
-        fail(f"no pattern files in {', '.join(map(str, args.files))}")
+        _fail(f"no pattern files in {', '.join(map(str, args.files))}")
     many = len(files) > 1
-    items, failed = [], 0
-    progress = None
-    if many and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(files), desc="classifying", unit="file", file=sys.stderr)
-    rows_out = sys.stdout if str(args.csv) == "-" else None
-    def emit(item: dict) -> None:
-        items.append(item)
-        if args.json:
-            print(json.dumps(item), flush=True)
-        elif not many and not args.csv and item["error"] is None:
-            print(format_one(item, classifier, args))
-
-    for start in range(0, len(files), CHUNK):  # files of a chunk share one model pass and one library pass
-        chunk, ready = files[start: start + CHUNK], []
-        slots: list[dict | None] = []
-        for path in chunk:
-            try:
-                two_theta, intensity, stated = read_pattern(path, format=args.format, with_wavelength=True)
-                wavelength = args.wavelength or stated or (CU_KALPHA1 if args.radiation == "xray" else None)
-                if wavelength is None:
-                    raise PatternFileError(path, "no wavelength given (--wavelength) and none stated in the file")
-                inputs, queries = prepare(classifier, library, two_theta, intensity, wavelength=wavelength,
-                                          source=path)
-                ready.append((path, wavelength, inputs, queries))
-                slots.append(None)
-            except (PatternFileError, ValueError) as error:
-                failed += 1
-                message = " ".join(str(error).split())
-                if not message.startswith(str(path)):
-                    message = f"{path}: {message}"
-                print(f"{parser.prog}: error: {message}", file=sys.stderr)
-                slots.append(report(path, None, top=args.top, error=message))
-        results = iter(answers(classifier, np.concatenate([r[2] for r in ready]),
-                               None if library is None else np.stack([r[3] for r in ready]), library=library,
-                               use_prior=args.prior, threshold=args.threshold) if ready else [])
-        done = iter(ready)
-        for slot in slots:
-            if slot is None:
-                path, wavelength, _, _ = next(done)
-                slot = report(path, next(results), top=args.top)
-                slot["wavelength"] = wavelength
-            emit(slot)
-        if progress is not None:
+    items = []
+    with tqdm(total=len(files), desc="classifying", unit="file", file=sys.stderr,
+              disable=not many or not sys.stderr.isatty()) as progress:
+        for start in range(0, len(files), CHUNK):
+            chunk = files[start: start + CHUNK]
+            for item in classify_files(chunk, classifier, library, args):
+                items.append(item)
+                if args.json:
+                    print(json.dumps(item), flush=True)
+                elif not many and not args.csv and item["error"] is None:
+                    print(format_text(item, classifier, args))
             progress.update(len(chunk))
-    if progress is not None:
-        progress.close()
-    table = [summary_row(item) for item in items]
+    rows = [summary_row(item) for item in items]
     if args.csv:
-        handle = rows_out or open(args.csv, "w", newline="")
-        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-        if rows_out is None:
-            handle.close()
+        write_csv(rows, args.csv)
     elif many and not args.json:
-        import pandas as pd
-
-        print(pd.DataFrame(table).drop(columns=["error"]).to_string(index=False))
+        print(format_table(rows))
+    failed = sum(item["error"] is not None for item in items)
     if failed:
         if many:
-            print(f"{parser.prog}: {failed} of {len(files)} files failed", file=sys.stderr)
+            print(f"{PROG}: {failed} of {len(files)} files failed", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,11 +5,10 @@ A measured pattern and every database pattern are put on one 2-theta grid and pr
 
 1. the background is removed by a morphological opening (a running minimum, then a running maximum,
    over ``background_window`` points), which follows a slowly varying baseline under the peaks;
-2. intensities stay linear (``intensity='linear'``); square roots or logarithms, which lift weak
-   peaks and noise, find the nearest entry of RRUFF dev less often (``benchmarks/search_match.py``).
-   Square roots weigh where the peaks are more than how strong they are, which ranks the
-   structure types near a pattern that has no twin in the database better: :mod:`xtal_utils.identify`
-   uses that view (:meth:`Library.rescaled`) for the shortlist of its final answer;
+2. intensities stay linear (``intensity='linear'``), or become square roots or logarithms, which
+   lift weak peaks (and noise). Square roots weigh where the peaks are more than how strong they
+   are: :mod:`xtal_utils.identify` uses that view (:meth:`Library.rescaled`) to find the structure
+   types near a pattern that has no twin in the database;
 3. each pattern is scaled to unit length, so that the similarity is a cosine in [0, 1].
 
 The measured pattern is also compared after small changes of its 2-theta scale, a lattice strain
@@ -19,9 +18,10 @@ real samples differ by about that much. The database patterns have Gaussian peak
 wider than the simulations used for training, which tolerates small mismatches of peak position.
 
 The database is AMCSD (larixite's copy), simulated once per setting with
-:class:`xtal_utils.diffraction.PowderSimulator` and cached under ``data/cache/patterns``.
+:class:`xtal_utils.diffraction.PowderSimulator` (:func:`xtal_utils.pattern_sets.amcsd_set`); the
+prepared library is cached under ``data/cache/search_match`` (:func:`default_library`).
 
-    library = amcsd_library()
+    library = default_library()
     library.search(two_theta, intensity, wavelength=1.5418)   # a DataFrame of the nearest entries
 """
 
@@ -31,6 +31,7 @@ import dataclasses
 import json
 import sys
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,10 @@ from scipy import ndimage
 
 from xtal_utils import symmetry
 from xtal_utils.config import atomic_path, cache_key, to_jsonable
+from xtal_utils.crystals.databases import amcsd_minerals
 from xtal_utils.diffraction import CU_KALPHA1, SIMULATOR_VERSION
 from xtal_utils.paths import CACHE
+from xtal_utils.pattern_sets import Grid, amcsd_set
 from xtal_utils.patterns import MIN_COVERAGE, check_pattern, resample, to_d_spacing, to_two_theta
 
 MATCH_COLUMNS = ("rank", "entry_id", "mineral", "formula", "space_group", "extinction_group", "similarity")
@@ -203,9 +206,8 @@ class Library:
     def extinction_group_scores(self, similarity: np.ndarray, sharpness: float = 50.0) -> np.ndarray:
         """(batch, 99) a ranking of extinction groups from similarities (batch, n): each group scores
         ``softmax(sharpness * similarity)`` summed over its entries, a vote of the nearest entries
-        weighted by how near they are. The nearest entry's group usually ranks first, but a group with
-        several entries almost as near can outrank it. On RRUFF dev the vote's first group is right for
-        239 of the 454 patterns, the nearest entry's group for 235."""
+        weighted by how near they are. A group with several entries almost as near as the nearest
+        one can outrank the nearest entry's group."""
         similarity = np.atleast_2d(similarity).astype(np.float64)
         weights = np.exp(sharpness * (similarity - similarity.max(axis=1, keepdims=True)))
         labels = self.table["extinction_group"].to_numpy() - 1
@@ -221,14 +223,11 @@ def amcsd_library(settings: SearchSettings | None = None, *, limit: int | None =
 
     Entries whose pattern cannot be simulated on the grid are left out.
     """
-    from xtal_utils import experiments
-    from xtal_utils.crystals.databases import amcsd_minerals
-
     settings = settings or SearchSettings()
-    grid = experiments.Grid(n_points=settings.n_points, two_theta_min=settings.two_theta_min,
-                            two_theta_max=settings.two_theta_max, fwhm=settings.fwhm,
-                            wavelength=settings.wavelength, radiation=settings.radiation)
-    data = experiments.amcsd_set(limit)
+    grid = Grid(n_points=settings.n_points, two_theta_min=settings.two_theta_min,
+                two_theta_max=settings.two_theta_max, fwhm=settings.fwhm, wavelength=settings.wavelength,
+                radiation=settings.radiation)
+    data = amcsd_set(limit)
     valid = data.valid(grid)
     patterns = np.asarray(data.patterns(grid, progress=progress))[valid]
     table = data.table.loc[valid, ["entry_id", "formula", "space_group"]].reset_index(drop=True)
@@ -287,8 +286,6 @@ def default_library(settings: SearchSettings | None = None, *, progress: bool = 
     simulated)."""
     settings = settings or SearchSettings()
     key = {k: v for k, v in to_jsonable(settings).items() if k not in ("zero_shifts", "strains", "min_coverage")}
-    from importlib.metadata import version
-
     key = {"settings": key, "simulator": SIMULATOR_VERSION, "larixite": version("larixite"), "stored": "float32"}
     path = CACHE / "search_match" / f"amcsd-{cache_key(key)}.npz"
     if path.is_file():

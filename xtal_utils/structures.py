@@ -18,11 +18,13 @@ pymatgen Structures are the format for users and tests; these arrays are what th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from pymatgen.core import Element, Lattice, Structure
+from pymatgen.core import Composition, Element, Lattice, Structure
 
 from xtal_utils.config import atomic_path
 
@@ -53,6 +55,24 @@ class StructureBatch:
     @property
     def max_sites(self) -> int:
         return self.frac_coords.shape[1]
+
+    def digest(self) -> str:
+        """A sha256 of every array, in field order: two batches with the same digest hold the same crystals."""
+        sha = hashlib.sha256()
+        for field in dataclasses.fields(self):
+            array = np.ascontiguousarray(getattr(self, field.name))
+            sha.update(f"{field.name}{array.dtype.str}{array.shape}".encode())
+            sha.update(array.tobytes())
+        return sha.hexdigest()
+
+    def describe(self, i: int) -> str:
+        """'structure i (reduced formula)': names structure ``i`` of the batch in an error message."""
+        amounts = {}
+        for z, o in zip(self.atomic_number[i].ravel(), self.occupancy[i].ravel()):
+            if z > 0 and o > 0:
+                amounts[Element.from_Z(int(z))] = amounts.get(Element.from_Z(int(z)), 0.0) + float(o)
+        formula = Composition(amounts).reduced_formula if amounts else "empty"
+        return f"structure {i} ({formula})"
 
     @classmethod
     def from_structures(cls, structures, space_groups=None) -> StructureBatch:
@@ -142,8 +162,6 @@ class StructureBatch:
 
     def save(self, path: str | Path) -> None:
         """Write to HDF5 atomically (temporary file, then rename)."""
-        import h5py
-
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             for field in self.FIELDS:
                 f.create_dataset(field, data=getattr(self, field), compression="gzip", compression_opts=1)
@@ -151,7 +169,5 @@ class StructureBatch:
     @classmethod
     def load(cls, path: str | Path, index=slice(None)) -> StructureBatch:
         """Read a batch, or the rows ``index`` of it, from HDF5."""
-        import h5py
-
         with h5py.File(path, "r") as f:
             return cls(**{field: f[field][index] for field in cls.FIELDS})

@@ -2,10 +2,11 @@
 
     xtal-study --preset cpu            # what `make study` does
     xtal-study --preset smoke --only 00 03
-    xtal-study --findings              # the README's findings table, from the cpu runs' metrics
+    xtal-study --findings              # the README's findings table: notebooks/findings.yaml on the cpu runs
 
 Each notebook is executed into ``runs/<slug>/<preset>/executed.ipynb`` (never in place) with the
-values of ``notebooks/params/<preset>.yaml`` that its parameters cell declares. The notebook itself
+values of ``notebooks/params/<preset>.yaml`` that its parameters cell declares, then rewritten without
+progress bars and with paths relative to the repository root. The notebook itself
 writes ``config.json`` and ``metrics.json`` beside it; this runner gathers every ``metrics.json`` into
 ``results/<preset>/summary.csv``.
 """
@@ -13,17 +14,22 @@ writes ``config.json`` and ``metrics.json`` beside it; this runner gathers every
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
+import operator
+import re
+import string
 import sys
 import time
 
+import nbformat
 import numpy as np
 import pandas as pd
 import yaml
 
-from xtal_utils.config import run_dir
-from xtal_utils.paths import NOTEBOOKS, PARAMS, RESULTS
+from xtal_utils.config import atomic_path, run_dir
+from xtal_utils.paths import NOTEBOOKS, PARAMS, RESULTS, ROOT
 
 
 def numbered_notebooks(only: list[str] | None = None):
@@ -61,11 +67,63 @@ def run_notebook(notebook, preset: str, params: dict, *, log_output: bool = Fals
     chosen = {**params, "preset": preset}
     logging.getLogger("papermill").addFilter(_hide_unknown_parameter_notes)
     out = run_dir(notebook.stem, preset) / "executed.ipynb"
-    pm.execute_notebook(
-        str(notebook), str(out), parameters=chosen, kernel_name="python3",
-        cwd=str(NOTEBOOKS), progress_bar=False, log_output=log_output,
-    )
+    try:
+        pm.execute_notebook(
+            str(notebook), str(out), parameters=chosen, kernel_name="python3",
+            cwd=str(NOTEBOOKS), progress_bar=False, log_output=log_output,
+        )
+    finally:
+        if out.exists():
+            clean_executed(out)
     return json.loads((out.parent / "metrics.json").read_text())
+
+
+# tqdm's two-line warning that a batch kernel has no ipywidgets; its first line names site-packages
+_TQDM_WIDGET_NOTE = ("TqdmWarning: IProgress not found", "from .autonotebook import tqdm as notebook_tqdm")
+
+
+def _without_progress(text: str) -> str:
+    """``text`` without its progress-bar lines (those holding a carriage return) or tqdm's widget note."""
+    return "".join(line for line in re.split(r"(?<=\n)", text)
+                   if "\r" not in line and not any(note in line for note in _TQDM_WIDGET_NOTE))
+
+
+def clean_outputs(nb, root: str) -> None:
+    """Drop progress bars from ``nb``'s stream outputs and write paths under ``root`` relative to it,
+    in every text output and in papermill's metadata; images and numbers are left as they are."""
+    under_root = re.compile(re.escape(root) + r"(/|(?![\w.-]))")
+
+    def relative(text: str) -> str:
+        return under_root.sub(lambda m: "" if m.group(1) else ".", text)
+
+    for cell in nb.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                output.text = relative(_without_progress(output.text))
+                if not output.text.strip():
+                    continue
+            for key, value in output.get("data", {}).items():
+                if key.startswith("text/"):
+                    output.data[key] = relative(value)
+            if "traceback" in output:
+                output.traceback = [relative(line) for line in output.traceback]
+                output.evalue = relative(output.evalue)
+            outputs.append(output)
+        if "outputs" in cell:
+            cell.outputs = outputs
+    papermill = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if isinstance(papermill.get(key), str):
+            papermill[key] = relative(papermill[key])
+
+
+def clean_executed(path) -> None:
+    """Rewrite an executed notebook (atomically) without progress bars or this checkout's absolute paths."""
+    nb = nbformat.read(path, as_version=4)
+    clean_outputs(nb, str(ROOT))
+    with atomic_path(path) as tmp:
+        nbformat.write(nb, tmp)
 
 
 def summarise(preset: str) -> pd.DataFrame:
@@ -83,122 +141,128 @@ def summarise(preset: str) -> pd.DataFrame:
     return table
 
 # ---------------------------------------------------------------------------------------------
-# The slides' findings, each with our number from the committed runs and a verdict by a stated rule
+# The slides' findings (notebooks/findings.yaml), each with our number from the runs and a verdict by its rule
 
-def _pm(mean: float, sd: float) -> str:
-    return f"{100 * mean:+.1f} ± {100 * sd:.1f}"
-
-
-def _finding_rows(m: dict) -> list[dict]:
-    """One row per finding of the slides. ``m[slug]`` is a notebook's metrics; every number comes from it."""
-    rows = []
-    if m.get("01_data"):
-        share = m["01_data"]["duplicate_fraction"]
-        rows.append({
-            "finding": "about a third of a structure database is duplicates (same reduced formula and space group)",
-            "notebook": "01", "slides": "33% (ICSD)", "nist": "—", "ours": f"{100 * share:.1f}% of AMCSD",
-            "rule": "reproduced within 10 points", "verdict": "reproduced" if abs(share - 0.33) <= 0.10 else "not reproduced"})
-    s02, s03, s04, s05, s06, s07, s08 = (m.get(k) for k in ("02_sg_vs_ext", "03_duplicates", "04_bias", "05_scaling",
-                                                            "06_resolution", "07_interpretability", "08_measured"))
-    if s02:
-        mean, sd = s02["collapsed_minus_eg_top1_sweep"], s02["collapsed_minus_eg_top1_sweep_std"]
-        rows.append({
-            "finding": "a space-group model collapsed to extinction groups loses nothing against an EG model",
-            "notebook": "02", "slides": "same or better", "nist": "—",
-            "ours": f"collapsed − EG top-1: {100 * s02['collapsed_minus_eg_top1']:+.1f} points "
-                    f"({s02['patterns_main'] / 1e6:.2f}M patterns); {_pm(mean, sd)} over {s02['n_seeds']} seeds",
-            "rule": "reproduced unless the seeds' mean is below −2 s.d.",
-            "verdict": "reproduced" if mean >= -2 * sd else "contradicted"})
-        level = s02["sg_model_collapsed_extinction_group_top1"]
-        rows.append({
-            "finding": "the collapsed space-group model's EG top-1", "notebook": "02", "slides": "85%", "nist": "—",
-            "ours": f"{100 * level:.1f}% on held-out random crystals", "rule": "reproduced within 5 points",
-            "verdict": "reproduced" if abs(level - 0.85) <= 0.05 else "not reproduced"})
-    if s03:
-        inflation = s03["inflation_top1"]
-        sd = float(np.hypot(s03["duplicated_top1_std"], s03["deduplicated_top1_std"]))
-        rows.append({
-            "finding": "duplicates and a random split inflate accuracy", "notebook": "03", "slides": "yes", "nist": "—",
-            "ours": f"top-1 {100 * s03['duplicated_top1']:.1f}% against {100 * s03['deduplicated_top1']:.1f}% de-duplicated: "
-                    f"{_pm(inflation, sd)} points ({s03['n_seeds']} seeds)",
-            "rule": "reproduced if the inflation exceeds 2 s.d.",
-            "verdict": "reproduced" if inflation > 2 * sd else "not reproduced"})
-    if s04:
-        drop = s04["biased_on_biased_top1"] - s04["biased_on_balanced_top1"]
-        rows.append({
-            "finding": "a model trained on a database's skew fails on balanced data", "notebook": "04", "slides": "yes",
-            "nist": "—", "ours": f"biased model: {100 * s04['biased_on_biased_top1']:.1f}% on AMCSD, "
-                                 f"{100 * s04['biased_on_balanced_top1']:.1f}% on balanced crystals",
-            "rule": "reproduced if it loses over half its accuracy",
-            "verdict": "reproduced" if drop > s04["biased_on_biased_top1"] / 2 else "not reproduced"})
-        mean, sd = s04["finding_margin_top1_sweep"], s04["finding_margin_top1_sweep_std"]
-        main = s04["finding_margin_top1"]
-        verdict = ("reproduced" if main > 0 and mean > 2 * sd else
-                   "contradicted" if main < 0 and mean < -2 * sd else "not reproduced (within the seed spread)")
-        rows.append({
-            "finding": "the balanced model does better on biased data than the biased model on balanced data",
-            "notebook": "04", "slides": "yes", "nist": "54.0% against 38.7% top-1",
-            "ours": f"{100 * s04['balanced_on_biased_top1']:.1f}% against {100 * s04['biased_on_balanced_top1']:.1f}% "
-                    f"({100 * main:+.1f} points); {_pm(mean, sd)} over {s04['n_seeds']} seeds at the smaller budget",
-            "rule": "reproduced if positive and the seeds' mean exceeds 2 s.d.; contradicted if the reverse",
-            "verdict": verdict})
-    if s05:
-        plateau = s05["resnet_plateau_crystals"]
-        found = plateau is not None and plateau <= s05["patterns_seen"] / 4
-        rows.append({
-            "finding": "the ResNet's accuracy plateaus as the training data grow", "notebook": "05", "slides": "yes",
-            "nist": "—",
-            "ours": (f"within 2 points of the unlimited stream from {plateau:,} distinct crystals"
-                     if plateau is not None else "no plateau below one crystal per pattern seen")
-                    + f" ({s05['patterns_seen']:,} patterns); ResNet on the stream {100 * s05['resnet_stream_top1']:.1f}% "
-                      f"top-1, {100 * s05['resnet_stream_main_top1']:.1f}% at {s05['patterns_main']:,} patterns; "
-                      f"transformer {100 * s05['transformer_stream_top1']:.1f}%",
-            "rule": "reproduced if it plateaus at a pool of at most a quarter of the patterns seen",
-            "verdict": "reproduced (at this budget)" if found else "not reproduced"})
-    if s06:
-        spread = max(s06["grid_range_top1"], s06["fwhm_range_top1"])
-        sd = s06["seed_sd_top1"]
-        rows.append({
-            "finding": "accuracy depends on the 2θ grid and the peak width", "notebook": "06", "slides": "yes",
-            "nist": "—", "ours": f"top-1 ranges {100 * s06['grid_range_top1']:.1f} points over the grids and "
-                                 f"{100 * s06['fwhm_range_top1']:.1f} over the widths; seed s.d. {100 * sd:.1f}",
-            "rule": "reproduced if a range exceeds 3 seed s.d.",
-            "verdict": "reproduced" if spread > 3 * sd else "not reproduced"})
-    if s07:
-        gain = max(s07["peak_enrichment_eg_saliency"] - s07["peak_enrichment_untrained_saliency"],
-                   s07["absent_enrichment_eg_saliency"] - s07["absent_enrichment_untrained_saliency"])
-        rows.append({
-            "finding": "the attributions sit on the reflections that decide the class", "notebook": "07", "slides": "yes",
-            "nist": "—",
-            "ours": f"Saliency enrichment, EG model against untrained: allowed {s07['peak_enrichment_eg_saliency']:.2f} against "
-                    f"{s07['peak_enrichment_untrained_saliency']:.2f}, absent {s07['absent_enrichment_eg_saliency']:.2f} "
-                    f"against {s07['absent_enrichment_untrained_saliency']:.2f}",
-            "rule": "reproduced if training raises an enrichment by over 0.1 above the untrained control",
-            "verdict": "reproduced" if gain > 0.1 else "not reproduced"})
-    if s08:
-        gain = s08["amcsd_member_eg_top1"] - s08["clean_amcsd_eg_eg_top1"]  # one network on AMCSD alone, not the ensemble
-        rows.append({
-            "finding": "realism augmentation makes simulated training work on measured patterns", "notebook": "08",
-            "slides": "yes", "nist": "—",
-            "ours": f"RRUFF EG top-1 {100 * s08['amcsd_member_eg_top1']:.1f}% augmented against "
-                    f"{100 * s08['clean_amcsd_eg_eg_top1']:.1f}% clean",
-            "rule": "reproduced if augmentation adds over 10 points",
-            "verdict": "reproduced" if gain > 0.10 else "not reproduced"})
-    return rows
+FINDINGS = NOTEBOOKS / "findings.yaml"
+_REQUIRED = {"finding", "slides_say", "notebook", "slides", "ours", "rule", "verdicts", "otherwise"}
+_OPTIONAL = {"nist"}
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_COMPARISONS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+_FUNCTIONS = {"abs": abs, "max": max, "hypot": lambda a, b: float(np.hypot(a, b))}
 
 
-def findings_table(preset: str = "cpu") -> str:
-    """The README's findings table (markdown), from ``runs/<notebook>/<preset>/metrics.json``."""
+class NullMetric(Exception):
+    """An expression read a metric that is null: it does not apply to this run."""
+
+
+def load_findings(path=FINDINGS) -> list[dict]:
+    """The findings of ``path`` (notebooks/findings.yaml), each checked for its fields."""
+    findings = yaml.safe_load(path.read_text())
+    for i, finding in enumerate(findings, 1):
+        keys = set(finding)
+        if not _REQUIRED <= keys <= _REQUIRED | _OPTIONAL:
+            raise ValueError(f"{path}, finding {i}: missing {sorted(_REQUIRED - keys)}, "
+                             f"unknown {sorted(keys - _REQUIRED - _OPTIONAL)}")
+    return findings
+
+
+def evaluate_expression(expression: str, metrics: dict):
+    """The value of ``expression`` over one notebook's ``metrics``.
+
+    An expression holds metric names, numbers, ``+ - * /``, unary ``-``, one comparison (``< <= > >=``),
+    ``and``/``or`` and the functions ``abs``, ``max`` and ``hypot``. Raises :class:`NullMetric` when it
+    reads a null metric, and ValueError for anything else or for a name that is not a numeric metric.
+    """
+    def value(node):
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in metrics:
+                raise ValueError(f"{expression!r}: no metric {node.id!r}")
+            found = metrics[node.id]
+            if found is None:
+                raise NullMetric(node.id)
+            if type(found) not in (int, float):
+                raise ValueError(f"{expression!r}: metric {node.id!r} is not a number")
+            return found
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+            return _ARITHMETIC[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARISONS:
+            return _COMPARISONS[type(node.ops[0])](value(node.left), value(node.comparators[0]))
+        if isinstance(node, ast.BoolOp):
+            values = [value(v) for v in node.values]
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
+                and not node.keywords):
+            return _FUNCTIONS[node.func.id](*(value(a) for a in node.args))
+        raise ValueError(f"{expression!r}: {ast.unparse(node)!r} is not allowed in a finding's expression")
+
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as err:
+        raise ValueError(f"{expression!r} is not an expression: {err.msg}") from None
+    return value(tree.body)
+
+
+def fill_template(template: str, metrics: dict) -> str:
+    """``template`` with each ``{expression:format}`` field filled from ``metrics``."""
+    parts = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        parts.append(literal)
+        if field is not None:
+            if conversion:
+                raise ValueError(f"{template!r}: a field takes a format, not a conversion (!{conversion})")
+            parts.append(format(evaluate_expression(field, metrics), spec))
+    return "".join(parts)
+
+
+def _holds(condition: str, metrics: dict) -> bool:
+    try:
+        return bool(evaluate_expression(condition, metrics))
+    except NullMetric:
+        return False
+
+
+def finding_row(finding: dict, metrics: dict) -> dict:
+    """One row of the findings table: ``finding`` (from findings.yaml) judged on its notebook's ``metrics``."""
+    templates = finding["ours"] if isinstance(finding["ours"], list) else [finding["ours"]]
+    for template in templates:
+        try:
+            ours = fill_template(template, metrics)
+            break
+        except NullMetric:
+            continue
+    else:
+        raise ValueError(f"finding {finding['finding']!r}: every template of 'ours' reads a null metric")
+    verdict = next((label for label, condition in finding["verdicts"].items() if _holds(condition, metrics)),
+                   finding["otherwise"])
+    return {"finding": finding["finding"], "notebook": finding["notebook"][:2], "slides": finding["slides"],
+            "nist": finding.get("nist") or "—", "ours": ours, "rule": finding["rule"], "verdict": verdict}
+
+
+def run_metrics(preset: str) -> dict[str, dict]:
+    """Each notebook's ``runs/<notebook>/<preset>/metrics.json``, by notebook slug, where the run exists."""
     metrics = {}
     for notebook in numbered_notebooks():
         path = run_dir(notebook.stem, preset) / "metrics.json"
         if path.exists():
             metrics[notebook.stem] = json.loads(path.read_text())
+    return metrics
+
+
+def findings_table(preset: str = "cpu") -> str:
+    """The README's findings table (markdown): each finding of notebooks/findings.yaml whose notebook has a
+    run at ``preset``, judged on that run's metrics."""
+    metrics = run_metrics(preset)
     lines = [f"| finding of the slides | notebook | slides | NIST | ours, {preset} preset | verdict (rule) |",
              "|---|---|---|---|---|---|"]
-    for row in _finding_rows(metrics):
-        lines.append(f"| {row['finding']} | {row['notebook']} | {row['slides']} | {row['nist']} | {row['ours']} | "
-                     f"**{row['verdict']}** ({row['rule']}) |")
+    for finding in load_findings():
+        if metrics.get(finding["notebook"]):
+            row = finding_row(finding, metrics[finding["notebook"]])
+            lines.append(f"| {row['finding']} | {row['notebook']} | {row['slides']} | {row['nist']} | {row['ours']} | "
+                         f"**{row['verdict']}** ({row['rule']}) |")
     return "\n".join(lines)
 
 

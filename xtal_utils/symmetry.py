@@ -22,6 +22,7 @@ published ones. A derived group that is not a row of that table is an error.
 from __future__ import annotations
 
 import itertools
+import json
 import numbers
 from functools import cache
 
@@ -29,7 +30,8 @@ import numpy as np
 import pandas as pd
 import spglib
 
-from xtal_utils.paths import DATA
+from xtal_utils.config import cache_key, write_json_atomic
+from xtal_utils.paths import CACHE, DATA
 
 N_SPACE_GROUPS = 230
 HKL_MAX = 6  # absences are compared for |h|, |k|, |l| <= HKL_MAX; enough for every screw and glide
@@ -176,11 +178,6 @@ def derive_partition(grouping: str = "family", *, cached: bool = True) -> tuple[
     Returns:
         Tuple of classes, each a sorted tuple of space-group numbers, ordered by smallest member.
     """
-    import json
-
-    from xtal_utils.config import cache_key, write_json_atomic
-    from xtal_utils.paths import CACHE
-
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     path = CACHE / "symmetry" / f"partition-{grouping}-{cache_key({'spglib': spglib.__version__, 'hkl_max': HKL_MAX})}.json"
@@ -316,7 +313,7 @@ def collapse_to_extinction_groups(probabilities, grouping: str = "family"):
         raise ValueError(f"expected {N_SPACE_GROUPS} space-group columns, got shape {tuple(probabilities.shape)}")
     if isinstance(probabilities, np.ndarray):
         return probabilities @ matrix.astype(probabilities.dtype)
-    import torch  # only when given a tensor
+    import torch  # only for tensor input: symmetry works without torch
 
     return probabilities @ torch.as_tensor(matrix, dtype=probabilities.dtype, device=probabilities.device)
 

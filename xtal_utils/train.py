@@ -1,12 +1,15 @@
-"""Training: one loop for the CPU and CUDA, with checkpoints, resume, early stopping and DDP.
+"""Training: one optimiser step in two loops, for the CPU and CUDA, with checkpoints and resume.
 
+- :func:`fit` runs epochs over a fixed training set (:class:`TrainConfig`), with early stopping on the
+  validation top-1 accuracy (the best weights are restored at the end) and DDP.
+- :func:`fit_stream` runs a budget of steps over a stream of fresh patterns (:class:`StreamConfig`).
 - Mixed precision (bfloat16 autocast) on CUDA; full precision on the CPU.
-- Every epoch ends with a checkpoint written atomically; :func:`fit` given an existing checkpoint
-  resumes from it. Checkpoints hold only tensors and plain values and are read with
+- Checkpoints are written atomically (every epoch, or every ``checkpoint_every`` steps); given an existing
+  checkpoint, training resumes from it. They hold only tensors and plain values and are read with
   ``torch.load(weights_only=True)``.
-- Each epoch's randomness (order, dropout, augmentations) is seeded from ``(seed, epoch)`` alone, so in
-  deterministic mode a resumed run ends with the same weights as one that was never stopped.
-- Early stopping on the validation top-1 accuracy; the best weights are restored at the end.
+- Each epoch's randomness (order, dropout, augmentations) is seeded from ``(seed, epoch)`` alone, and each
+  stream step's from ``(seed, step)``, so in deterministic mode a resumed run ends with the same weights
+  as one that was never stopped.
 - Multi-GPU through torch's DistributedDataParallel: launch with ``torchrun`` (see :func:`main`);
   each rank takes its share of every epoch and rank 0 writes the checkpoints.
 """
@@ -28,8 +31,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xtal_utils.config import atomic_path, cache_dir, default_device, seed_everything, write_json_atomic
-from xtal_utils.datasets import epoch_generator
-from xtal_utils.models import build_model, model_spec
+from xtal_utils.datasets import CrystalStream, PatternSource, epoch_generator
+from xtal_utils.diffraction import Augmentation
+from xtal_utils.models import MODELS, build_model, model_spec
+from xtal_utils.symmetry import n_classes
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,26 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _save_atomic(obj, path: Path) -> None:
+def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict, **config) -> None:
+    """Write model, optimiser, scheduler, ``state`` and ``config`` (plain values) to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save({"model_spec": model_spec(model), **config, "model_state": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state}, tmp)
+
+
+def _optimizer(model: nn.Module, config) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _step(net: nn.Module, x, y, loss_fn, optimizer, use_amp: bool) -> torch.Tensor:
+    """One optimiser step on the batch ``(x, y)``: the loss (under bfloat16 autocast when ``use_amp``),
+    its gradients, and the update; returns the loss."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        loss = loss_fn(net(x).float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
 
 
 def _resume(checkpoint: Path | None, device, spec: dict, model, optimizer, scheduler, state: dict) -> dict:
@@ -142,7 +164,7 @@ def fit(model: nn.Module, train_source, val_source, config: TrainConfig = TrainC
 
     n_train = len(train_source)
     steps_per_epoch = math.ceil(math.ceil(n_train / world_size) / config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch), pct_start=0.15)
 
@@ -165,11 +187,7 @@ def fit(model: nn.Module, train_source, val_source, config: TrainConfig = TrainC
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not config.progress or rank != 0)
         for x, y in bar:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(net(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = _step(net, x, y, loss_fn, optimizer, use_amp)
             if scheduler.last_epoch < scheduler.total_steps - 1:
                 scheduler.step()
             total_loss += loss.item() * len(y)
@@ -190,9 +208,8 @@ def fit(model: nn.Module, train_source, val_source, config: TrainConfig = TrainC
         state["epoch"] = epoch + 1
         epochs_run += 1
         if checkpoint and rank == 0:
-            _save_atomic({"model_spec": spec, "train_config": dataclasses.asdict(config),
-                          "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), **state}, checkpoint)
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, state,
+                             train_config=dataclasses.asdict(config))
     finished = state["epoch"] >= config.epochs or (config.patience and state["bad_epochs"] >= config.patience)
     if finished and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
@@ -224,81 +241,55 @@ def train_cached(model: nn.Module, train_source, val_source, config: TrainConfig
     return model.eval(), history
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train on stored patterns from the command line; under torchrun, on several GPUs with DDP.
-
-        torchrun --nproc_per_node=4 -m xtal_utils.train patterns.npz --kind extinction_group --out ckpt.pt
-
-    The .npz holds ``patterns`` (n, n_points), ``space_group`` (n,) and ``split`` (n,) with values
-    'train' and 'val'.
-    """
-    from xtal_utils.datasets import PatternSource
-    from xtal_utils.models import MODELS
-    from xtal_utils.symmetry import n_classes
-
-    parser = argparse.ArgumentParser(description="Train a pattern classifier on stored patterns.")
-    parser.add_argument("patterns", type=Path)
-    parser.add_argument("--kind", default="extinction_group", choices=["space_group", "extinction_group"])
-    parser.add_argument("--model", default="ResNet1d", choices=sorted(MODELS))
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint path (resumed if present)")
-    args = parser.parse_args(argv)
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = None
-    if world_size > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-        if torch.cuda.is_available():
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local_rank)
-            device = f"cuda:{local_rank}"
-        else:
-            device = "cpu"
-    data = np.load(args.patterns)
-    split = data["split"]
-    sources = {s: PatternSource(data["patterns"][split == s], data["space_group"][split == s], args.kind)
-               for s in ("train", "val")}
-    model = MODELS[args.model](n_classes(args.kind))
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
-    history = fit(model, sources["train"], sources["val"], config, checkpoint=args.out)
-    if _distributed()[0] == 0:
-        last = history[-1] if history else {}
-        print(f"trained {len(history)} epochs; last val top-1 {last.get('val_top1', float('nan')):.3f}")
-    if world_size > 1:
-        torch.distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
-
-
 # ---------------------------------------------------------------------------------------------
 # Training on an endless stream, by a step budget
 
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Training on a :class:`~xtal_utils.datasets.CrystalStream` by a budget of optimiser steps.
+    """How a model is trained on a :class:`~xtal_utils.datasets.CrystalStream` by a budget of optimiser steps:
+    the model, the stream's batches, the optimiser and its schedule.
 
-    The learning rate rises linearly for ``warmup`` of the steps, then follows a cosine to zero.
+    The learning rate rises linearly for ``warmup`` of the steps, then follows a cosine to zero. The
+    defaults are the recipe of the study's balanced models (notebooks 02 and 04-07): clean patterns of
+    fresh random crystals balanced over extinction groups, log intensities, label smoothing 0.1, 11,500
+    steps of 64 crystals.
     """
 
-    steps: int = 10_000  # optimiser steps; patterns seen = steps x the stream's batch size
+    kind: str = "extinction_group"  # the targets: 'space_group' or 'extinction_group'
+    steps: int = 11_500  # optimiser steps; patterns seen = steps x batch_size
+    batch_size: int = 64  # crystals per batch
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 1e-4
     warmup: float = 0.03  # fraction of the steps
-    label_smoothing: float = 0.0
-    seed: int = 0  # seeds the weights' initialisation draws made here and dropout at each step
-    checkpoint_every: int = 500  # steps between checkpoints (when a checkpoint path is given)
-    eval_every: int = 0  # steps between calls of ``evaluate``; 0 = only at the end
-    workers: int = 1  # background processes making batches (CPU); 0 = in this process (GPU)
-    threads: int | None = None  # torch threads of the training process; None leaves torch's choice
-    device: str | None = None
-    progress: bool = True
+    label_smoothing: float = 0.1
+    seed: int = 0  # root of the stream's batches and of each step's dropout (and of the initial weights)
+    model: str = "ResNet1d"  # a class of xtal_utils.models.MODELS
+    model_options: tuple = (("intensity", "log"),)  # (name, value) pairs for the model's class
+    augmentation: Augmentation | None = None  # realism augmentations, drawn afresh for every pattern
+    impurity: tuple | None = None  # (probability of a second phase, (low, high) of its height)
+    crystals: tuple = ()  # (name, value) pairs for sample_crystals, e.g. (("orbit_scale", 2.5),)
+    database_share: float = 1.0  # share of each batch drawn from a database, when training is given one
+    pool_batches: int | None = None  # a finite pool of pool_batches x batch_size crystals; None = fresh ones
+    prior_smoothing: float = 1.0  # pseudo-count per class of a classifier's database prior
+
+    @property
+    def patterns_seen(self) -> int:
+        return self.steps * self.batch_size
+
+    @property
+    def distinct_crystals(self) -> int:
+        """Distinct random crystals the model can see: the pool, or every pattern of the stream."""
+        return self.patterns_seen if self.pool_batches is None else self.pool_batches * self.batch_size
+
+    def stream(self, simulator, seed: int, *, database=None, batch_size: int | None = None) -> CrystalStream:
+        """The stream of this config's batches from ``seed`` (the config's own seed, or another one for
+        calibration), made by ``simulator``; ``database`` (a StructureBatch) supplies ``database_share``
+        of every batch."""
+        return CrystalStream(simulator, self.kind, seed=seed, batch_size=batch_size or self.batch_size,
+                             augmentation=self.augmentation, crystal_options=dict(self.crystals),
+                             database=database, impurity=self.impurity, pool_batches=self.pool_batches,
+                             database_share=0.0 if database is None else self.database_share)
 
 
 def _stream_lr(config: StreamConfig):
@@ -337,31 +328,42 @@ def recalibrate_batchnorm(model: nn.Module, batches, n_batches: int = 16) -> nn.
     return model
 
 
-def fit_stream(model: nn.Module, stream, config: StreamConfig = StreamConfig(), *,
-               checkpoint: str | Path | None = None, evaluate=None, stop_after: int | None = None) -> dict:
-    """Train ``model`` on ``stream`` for ``config.steps`` steps; resumable, and the same whether resumed or not.
+def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = StreamConfig(), *,
+               checkpoint: str | Path | None = None, checkpoint_every: int = 500, evaluate=None,
+               eval_every: int = 0, stop_after: int | None = None, workers: int = 1,
+               threads: int | None = None, device=None, progress: bool = True) -> dict:
+    """Train ``model`` on ``stream`` for ``config.steps`` steps; the same weights whether resumed or not.
 
     Args:
         model: e.g. :class:`~xtal_utils.models.ResNet1d`.
-        stream: a :class:`~xtal_utils.datasets.CrystalStream`; batch ``s`` feeds step ``s``.
-        config: the :class:`StreamConfig`.
+        stream: batch ``s`` feeds step ``s``; its kind and batch size are the config's
+            (:meth:`StreamConfig.stream`).
+        config: the :class:`StreamConfig`; its optimiser, schedule, label smoothing and seed apply here.
         checkpoint: path; written atomically every ``checkpoint_every`` steps and at the end. If it
             exists, training resumes from it.
-        evaluate: optional ``evaluate(model, step) -> dict`` called every ``eval_every`` steps and at
-            the end (on the training model in eval mode; see :func:`recalibrate_batchnorm`); its rows
-            go into the returned ``curve``.
+        checkpoint_every: steps between checkpoints, and the block over which ``history`` averages the loss.
+        evaluate: optional ``evaluate(model, step) -> dict`` called every ``eval_every`` steps (0: only at
+            the end) and at the end, on the training model in eval mode (see :func:`recalibrate_batchnorm`);
+            its rows go into the returned ``curve``.
         stop_after: stop (as if interrupted) once this many steps have been taken in this call.
+        workers: background processes making batches on the CPU; 0 makes them in this process (as on a GPU).
+        threads: torch threads of the training process; None leaves torch's choice.
+        device: None: CUDA when available.
+        progress: a tqdm bar over the steps.
 
     Returns:
         ``{"step", "history", "curve", "seconds", "data_seconds"}``: history has the mean training loss
         per ``checkpoint_every`` block; data_seconds is the time the step waited for batches.
     """
-    device = default_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if (stream.kind, stream.batch_size) != (config.kind, config.batch_size):
+        raise ValueError(f"the stream gives {stream.kind} batches of {stream.batch_size}, "
+                         f"the config asks for {config.kind} batches of {config.batch_size}")
+    device = default_device(device)
+    if threads:
+        torch.set_num_threads(threads)
     model = model.to(device)
     spec = model_spec(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _stream_lr(config))
     state = {"step": 0, "history": [], "curve": [], "seconds": 0.0, "data_seconds": 0.0}
     checkpoint = Path(checkpoint) if checkpoint else None
@@ -371,9 +373,8 @@ def fit_stream(model: nn.Module, stream, config: StreamConfig = StreamConfig(), 
 
     def save():
         if checkpoint:
-            _save_atomic({"model_spec": spec, "stream_config": dataclasses.asdict(config),
-                          "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), **state}, checkpoint)
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, state,
+                             stream_config=dataclasses.asdict(config))
 
     def run_evaluation():
         if evaluate is not None:
@@ -386,9 +387,9 @@ def fit_stream(model: nn.Module, stream, config: StreamConfig = StreamConfig(), 
     start = state["step"]
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
     batches = stream.batches(start=start, stop=end, device=device,
-                             workers=config.workers if torch.device(device).type == "cpu" else 0)
+                             workers=workers if torch.device(device).type == "cpu" else 0)
     block_loss, block_n = 0.0, 0
-    bar = tqdm(total=config.steps, initial=start, desc="training", unit="step", disable=not config.progress)
+    bar = tqdm(total=config.steps, initial=start, desc="training", unit="step", disable=not progress)
     model.train()
     t_last = time.perf_counter()
     for step in range(start, end):
@@ -397,11 +398,7 @@ def fit_stream(model: nn.Module, stream, config: StreamConfig = StreamConfig(), 
         t1 = time.perf_counter()
         state["data_seconds"] += t1 - t0
         torch.manual_seed(int(np.random.SeedSequence([config.seed, step, 2]).generate_state(1)[0]))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = loss_fn(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = _step(model, x, y, loss_fn, optimizer, use_amp)
         scheduler.step()
         block_loss += loss.item()
         block_n += 1
@@ -410,15 +407,15 @@ def fit_stream(model: nn.Module, stream, config: StreamConfig = StreamConfig(), 
         state["seconds"] += now - t_last
         t_last = now
         bar.update()
-        if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
+        if state["step"] % checkpoint_every == 0 or state["step"] == config.steps:
             state["history"].append({"step": state["step"], "train_loss": block_loss / block_n,
                                      "lr": optimizer.param_groups[0]["lr"], "seconds": state["seconds"]})
             block_loss, block_n = 0.0, 0
             bar.set_postfix(loss=f"{state['history'][-1]['train_loss']:.3f}")
-        if config.eval_every and state["step"] % config.eval_every == 0 and state["step"] < config.steps:
+        if eval_every and state["step"] % eval_every == 0 and state["step"] < config.steps:
             run_evaluation()
             t_last = time.perf_counter()  # evaluation time is not training time
-        if state["step"] % config.checkpoint_every == 0:
+        if state["step"] % checkpoint_every == 0:
             save()
     bar.close()
     del batches
@@ -427,3 +424,51 @@ def fit_stream(model: nn.Module, stream, config: StreamConfig = StreamConfig(), 
     save()
     model.eval()
     return copy.deepcopy(state)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train on stored patterns from the command line; under torchrun, on several GPUs with DDP.
+
+        torchrun --nproc_per_node=4 -m xtal_utils.train patterns.npz --kind extinction_group --out ckpt.pt
+
+    The .npz holds ``patterns`` (n, n_points), ``space_group`` (n,) and ``split`` (n,) with values
+    'train' and 'val'.
+    """
+    parser = argparse.ArgumentParser(description="Train a pattern classifier on stored patterns.")
+    parser.add_argument("patterns", type=Path)
+    parser.add_argument("--kind", default="extinction_group", choices=["space_group", "extinction_group"])
+    parser.add_argument("--model", default="ResNet1d", choices=sorted(MODELS))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint path (resumed if present)")
+    args = parser.parse_args(argv)
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = None
+    if world_size > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        if torch.cuda.is_available():
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        else:
+            device = "cpu"
+    data = np.load(args.patterns)
+    split = data["split"]
+    sources = {s: PatternSource(data["patterns"][split == s], data["space_group"][split == s], args.kind)
+               for s in ("train", "val")}
+    model = MODELS[args.model](n_classes(args.kind))
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
+    history = fit(model, sources["train"], sources["val"], config, checkpoint=args.out)
+    if _distributed()[0] == 0:
+        last = history[-1] if history else {}
+        print(f"trained {len(history)} epochs; last val top-1 {last.get('val_top1', float('nan')):.3f}")
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

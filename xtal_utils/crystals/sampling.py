@@ -1,4 +1,4 @@
-"""Random crystals drawn as arrays, thousands per second: the fresh-crystal stream of balanced training.
+"""Random crystals drawn as arrays: the fresh-crystal stream of balanced training.
 
 :func:`sample_crystals` returns a :class:`~xtal_utils.structures.StructureBatch` directly, with no
 pymatgen or PyXtal object in the loop. It is vectorised over the crystals of a batch; the batch is a
@@ -37,11 +37,15 @@ content-hash detection of :func:`xtal_utils.diffraction.laue.laue_symmetry`.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import cache
 
 import numpy as np
+from pymatgen.core import Element
 
 from xtal_utils.config import atomic_path
+from xtal_utils.crystals.generation import amcsd_statistics
+from xtal_utils.diffraction.laue import cell_symmetry
 from xtal_utils.paths import CACHE
 from xtal_utils.structures import StructureBatch
 from xtal_utils.symmetry import N_SPACE_GROUPS, crystal_system, extinction_groups
@@ -72,13 +76,13 @@ def wyckoff_tables() -> dict:
         ``multiplicity``, ``dof`` (free parameters), ``op_start`` (index of its first map): (w,) per position;
         ``rotation`` (o, 3, 3), ``translation`` (o, 3): every position's affine maps, orbit order.
     """
-    import pyxtal
+    import pyxtal  # slow to import; needed only when crystals are drawn
 
     path = CACHE / "wyckoff" / f"pyxtal-{pyxtal.__version__}-v{TABLES_VERSION}.npz"
     if path.exists():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
-    from pyxtal.symmetry import Group
+    from pyxtal.symmetry import Group  # slow to import; needed only to build the tables
 
     first, count = np.zeros(N_SPACE_GROUPS + 1, np.int64), np.zeros(N_SPACE_GROUPS + 1, np.int64)
     multiplicity, dof, op_start, rotation, translation = [], [], [], [], []
@@ -125,10 +129,6 @@ def _group_arrays() -> dict:
 @cache
 def _atomic_volumes() -> np.ndarray:
     """(95,) volume of a sphere of pymatgen's atomic radius for each Z (Angstrom^3), 0 for Z = 0."""
-    import warnings
-
-    from pymatgen.core import Element
-
     out = np.zeros(95)
     with warnings.catch_warnings():  # pymatgen warns for the few elements without a radius (At, Fr)
         warnings.simplefilter("ignore")
@@ -141,10 +141,6 @@ def _atomic_volumes() -> np.ndarray:
 @cache
 def _element_table() -> tuple[np.ndarray, np.ndarray]:
     """AMCSD's elements (Z) and their log frequencies, for the Gumbel top-k draw."""
-    from pymatgen.core import Element
-
-    from xtal_utils.crystals.generation import amcsd_statistics
-
     stats = amcsd_statistics()
     z = np.array([Element(s).Z for s in stats["elements"]])
     return z, np.log(np.asarray(stats["element_p"]))
@@ -152,8 +148,6 @@ def _element_table() -> tuple[np.ndarray, np.ndarray]:
 
 @cache
 def _size_distributions() -> tuple[np.ndarray, np.ndarray]:
-    from xtal_utils.crystals.generation import amcsd_statistics
-
     stats = amcsd_statistics()
     return np.cumsum(stats["n_species_p"]), np.cumsum(stats["n_orbits_p"])
 
@@ -216,7 +210,7 @@ def sample_crystals(n: int, *, seed, balance: str = "extinction_group", space_gr
         orbit_scale: factor on the number of occupied orbits drawn from AMCSD's statistics (rounded,
             then capped by ``max_orbits`` and the atom budget). larixite's AMCSD holds only entries
             with at most 9 sites in the asymmetric unit; a factor above 1 reaches the complex
-            low-symmetry structures it leaves out. 1 draws exactly as before the option existed.
+            low-symmetry structures it leaves out. 1 draws AMCSD's numbers of orbits unscaled.
         cell_atoms: if given, the median number of atoms in the conventional cell, drawn instead of
             the orbits (log-normal with sigma :data:`CELL_ATOMS_SPREAD`, the same for every group,
             capped by ``max_atoms``); the cell is filled with orbits up to it, at most ``max_orbits``.
@@ -440,7 +434,7 @@ def shortest_distances(batch: StructureBatch, chunk: int = 64) -> np.ndarray:
 @cache
 def _symmetry_table():
     """:func:`_detect_group_symmetry`, cached on disk beside the Wyckoff tables."""
-    import pyxtal
+    import pyxtal  # slow to import; needed only when crystals are drawn
 
     path = CACHE / "wyckoff" / f"pyxtal-{pyxtal.__version__}-v{TABLES_VERSION}-laue.npz"
     if path.exists():
@@ -460,8 +454,6 @@ def _detect_group_symmetry():
     generic cell of the group's system, so the result holds for every crystal of the group drawn in
     the tables' setting.
     """
-    from xtal_utils.diffraction.laue import cell_symmetry
-
     t, g = wyckoff_tables(), _group_arrays()
     rng = np.random.default_rng(20261201)
     groups = np.arange(1, N_SPACE_GROUPS + 1)

@@ -2,15 +2,16 @@
 
 A database holds the same compound many times over (repeat measurements, other temperatures and
 pressures). When twins land on both sides of a split, test accuracy measures recall of the training
-set. Following the slides, twins are entries with the same **(reduced formula, space group)**;
-optionally pymatgen's ``StructureMatcher`` refines each such group, so that genuinely different
-structures of one formula and group (e.g. order-disorder variants) are kept apart.
+set. Twins are entries with the same **(reduced formula, space group)**; optionally pymatgen's
+``StructureMatcher`` refines each such group, so that genuinely different structures of one formula
+and group (e.g. order-disorder variants) are kept apart.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pymatgen.analysis.structure_matcher import StructureMatcher
 
 GROUP_KEY = ("reduced_formula", "space_group")
 SPLITS = ("train", "validation", "test")
@@ -29,8 +30,6 @@ def n_groups(table: pd.DataFrame, by=GROUP_KEY) -> int:
 
 def _matcher_clusters(structures) -> np.ndarray:
     """Cluster labels (n,) of structures by pymatgen's StructureMatcher (default tolerances)."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
     labels = np.full(len(structures), -1)
     groups = StructureMatcher().group_structures(list(structures))
     index = {id(s): i for i, s in enumerate(structures)}

@@ -99,6 +99,11 @@ def laue_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.nda
     return (packed[:, None] >> np.arange(3)) & 1 == 1, (packed >> 3) & 7, known[:, 1:], packed >> 6
 
 
+def clear_symmetry_cache() -> None:
+    """Forget the symmetry that :func:`laue_symmetry` remembers by content."""
+    _cache.clear()
+
+
 def no_symmetry(batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`laue_symmetry` as if no structure had any symmetry (every hkl, every atom): a reference."""
     n = len(batch)

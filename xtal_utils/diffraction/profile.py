@@ -9,20 +9,20 @@ pseudo-Voigt, so a different width for every pattern costs nothing extra. Widths
 two bins whose widths bracket its own, linearly in FWHM^2 (which keeps the variance of a Gaussian).
 
 The second half is the simulator's profile stage (stages 3 and 4): the peak widths of a
-:class:`~xtal_utils.diffraction.PowderSimulator`'s settings and augmentations, and the rendering of
-its reflections in row chunks of bounded memory.
+:class:`PeakProfile` (a simulator's settings) under an augmentation, and the rendering of the
+reflections in row chunks of bounded memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from typing import TYPE_CHECKING
 
+import scipy.fft
 import torch
 
-if TYPE_CHECKING:
-    from xtal_utils.diffraction.augment import Augmentation
-    from xtal_utils.diffraction.simulator import PowderSimulator
+from xtal_utils.diffraction.augment import Augmentation
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # Gaussian FWHM = 2.3548 sigma
 PROFILE_SHAPES = ("gaussian", "pseudo_voigt")
@@ -125,26 +125,61 @@ def render(row: torch.Tensor, position: torch.Tensor, intensity: torch.Tensor, n
 # ---------------------------------------------------------------- simulator stages 3 and 4: widths, grid
 
 
-def peak_fwhm(sim: PowderSimulator, sin2: torch.Tensor, scale=None, size=None) -> torch.Tensor:
+@dataclasses.dataclass(frozen=True)
+class PeakProfile:
+    """The peak shape and widths of a simulator's settings, and the 2-theta grid they are rendered on.
+
+    Attributes:
+        shape: 'gaussian' or 'pseudo_voigt'.
+        eta: Lorentzian fraction of the pseudo-Voigt, 0..1.
+        fwhm: constant instrumental FWHM in degrees 2-theta (ignored when ``caglioti`` is given).
+        caglioti: (U, V, W) in degrees^2 for FWHM^2 = U tan^2 theta + V tan theta + W, or None.
+        crystallite_size: in nm, adds Scherrer broadening; or None.
+        scherrer_k: the Scherrer shape factor K.
+        wavelength: Angstrom.
+        two_theta_range: (first, last) grid point in degrees.
+        n_points: grid samples.
+        width_bins: kernels used when the width changes with 2-theta.
+    """
+
+    shape: str
+    eta: float
+    fwhm: float
+    caglioti: tuple[float, float, float] | None
+    crystallite_size: float | None
+    scherrer_k: float
+    wavelength: float
+    two_theta_range: tuple[float, float]
+    n_points: int
+    width_bins: int
+
+    @property
+    def step(self) -> float:
+        """Degrees 2-theta between grid points."""
+        lo, hi = self.two_theta_range
+        return (hi - lo) / (self.n_points - 1)
+
+
+def peak_fwhm(peak: PeakProfile, sin2: torch.Tensor, scale=None, size=None) -> torch.Tensor:
     """FWHM in degrees 2-theta where sin^2 theta = ``sin2``; scale, size (nm): (g,) or None.
 
-    The width of ``sim``'s settings: its constant ``fwhm`` or Caglioti (U, V, W), with Scherrer
-    broadening of ``size`` (else of ``sim.crystallite_size``) added in quadrature, times ``scale``.
+    The width of ``peak``: its constant ``fwhm`` or Caglioti (U, V, W), with Scherrer broadening of
+    ``size`` (else of ``peak.crystallite_size``) added in quadrature, times ``scale``.
     cos and tan come from square roots of sin^2 theta, which round the same way in SIMD and scalar
     code, so a pattern does not depend on which other patterns share its pass.
     """
     cos_theta = torch.sqrt((1 - sin2).clamp_min(1e-12))
-    if sim.caglioti is not None:
-        U, V, W = sim.caglioti
+    if peak.caglioti is not None:
+        U, V, W = peak.caglioti
         t = torch.sqrt(sin2) / cos_theta
         var = (U * t * t + V * t + W).clamp_min(0.0)
     else:
-        var = torch.full_like(sin2, sim.fwhm**2)
-    size = size if size is not None else sim.crystallite_size
+        var = torch.full_like(sin2, peak.fwhm**2)
+    size = size if size is not None else peak.crystallite_size
     if size is not None:
         if torch.is_tensor(size):
             size = size.reshape(-1, *([1] * (sin2.dim() - 1)))
-        scherrer = (180 / math.pi) * sim.scherrer_k * sim.wavelength / (10.0 * size * cos_theta)
+        scherrer = (180 / math.pi) * peak.scherrer_k * peak.wavelength / (10.0 * size * cos_theta)
         var = var + scherrer * scherrer
     fwhm = torch.sqrt(var)
     if scale is not None:
@@ -152,45 +187,40 @@ def peak_fwhm(sim: PowderSimulator, sin2: torch.Tensor, scale=None, size=None) -
     return fwhm
 
 
-def width_varies(sim: PowderSimulator, params: dict) -> bool:
+def width_varies(peak: PeakProfile, params: dict) -> bool:
     """Whether the peak width changes with 2-theta (Caglioti or Scherrer), so that width bins are needed."""
-    return sim.caglioti is not None or sim.crystallite_size is not None or "crystallite_size" in params
+    return peak.caglioti is not None or peak.crystallite_size is not None or "crystallite_size" in params
 
 
-def grid_margin(sim: PowderSimulator, augmentation: Augmentation | None) -> tuple[int, int]:
+def grid_margin(peak: PeakProfile, augmentation: Augmentation | None) -> tuple[int, int]:
     """(margin, n_fft): grid points kept beyond each end of the range, and the FFT buffer length.
 
     The margin holds the tails (PEAK_TAIL_FWHM) of the widest peak of the range under the
     augmentation's widths, so that peaks just outside the range reach into it and nothing wraps around.
     """
-    margin = math.ceil(PEAK_TAIL_FWHM[sim.profile] * max_fwhm(sim, augmentation) / sim.step) + 2
-    return margin, _next_fast_len(sim.n_points + 2 * margin)
+    scale, size = 1.0, None
+    if augmentation is not None:
+        scale = augmentation.fwhm_scale[1] if augmentation.fwhm_scale else 1.0
+        size = augmentation.crystallite_size[0] if augmentation.crystallite_size else None
+    margin = math.ceil(PEAK_TAIL_FWHM[peak.shape] * max_fwhm(peak, scale, size) / peak.step) + 2
+    return margin, scipy.fft.next_fast_len(peak.n_points + 2 * margin, real=True)
 
 
-def max_fwhm(sim: PowderSimulator, augmentation: Augmentation | None) -> float:
-    """The widest peak (degrees) over the range and the augmentation's widths, remembered per setting."""
-    widths = None if augmentation is None else (augmentation.fwhm_scale, augmentation.crystallite_size)
-    key = (repr(widths), sim.fwhm, sim.caglioti, sim.crystallite_size, sim.scherrer_k, sim.wavelength,
-           sim.two_theta_range)
-    known = sim.__dict__.setdefault("_widest", {})
-    if key not in known:
-        known[key] = _widest_fwhm(sim, augmentation)
-    return known[key]
-
-
-def _widest_fwhm(sim: PowderSimulator, augmentation: Augmentation | None) -> float:
-    lo, hi = sim.two_theta_range
+@functools.lru_cache(maxsize=256)
+def max_fwhm(peak: PeakProfile, scale: float = 1.0, size: float | None = None) -> float:
+    """The widest peak (degrees) over the range, widened by ``scale`` and with Scherrer broadening of
+    crystallites of ``size`` (nm; None: ``peak.crystallite_size``); remembered per setting."""
+    lo, hi = peak.two_theta_range
     theta = torch.linspace(lo, min(hi + 5.0, 179.0), 64, dtype=torch.float64) * (math.pi / 360)
-    scale = augmentation.fwhm_scale[1] if augmentation and augmentation.fwhm_scale else 1.0
-    size = augmentation.crystallite_size[0] if augmentation and augmentation.crystallite_size else None
-    widest = float(peak_fwhm(sim, torch.sin(theta) ** 2, size=size).max()) * scale
+    widest = float(peak_fwhm(peak, torch.sin(theta) ** 2, size=size).max()) * scale
     if not widest > 0:
         raise ValueError("the peak width is zero everywhere in the 2-theta range; check fwhm / caglioti")
     return widest
 
 
-def render_chunks(sim: PowderSimulator, reflections: tuple, n: int, params: dict, margin: int, n_fft: int):
-    """Render every reflection onto the grid, in row chunks of at most ``sim.max_batch_bytes``.
+def render_chunks(peak: PeakProfile, reflections: tuple, n: int, params: dict, margin: int, n_fft: int, *,
+                  max_batch_bytes: int):
+    """Render every reflection onto the grid, in row chunks of at most ``max_batch_bytes``.
 
     Args:
         reflections: (rows, two_theta, sin2, intensity), (r,) tensors, rows indexing the pass.
@@ -201,10 +231,10 @@ def render_chunks(sim: PowderSimulator, reflections: tuple, n: int, params: dict
         (rows, patterns): a slice of the batch and its (rows, n_points) unscaled patterns.
     """
     rows, two_theta, sin2, intensity = reflections
-    varies = width_varies(sim, params)
-    n_bins = sim.width_bins if varies else 1
+    varies = width_varies(peak, params)
+    n_bins = peak.width_bins if varies else 1
     per_row = 16 * n_bins * n_fft
-    step = max(1, sim.max_batch_bytes // per_row)
+    step = max(1, max_batch_bytes // per_row)
     for start in range(0, n, step):
         stop = min(n, start + step)
         if start == 0 and stop == n:
@@ -213,36 +243,31 @@ def render_chunks(sim: PowderSimulator, reflections: tuple, n: int, params: dict
             keep = (rows >= start) & (rows < stop)
             r, t, s, i = rows[keep] - start, two_theta[keep], sin2[keep], intensity[keep]
         sub = {key: value[start:stop] for key, value in params.items()}
-        yield slice(start, stop), profile_and_grid(sim, r, t, s, i, stop - start, sub, margin, n_fft)
+        yield slice(start, stop), profile_and_grid(peak, r, t, s, i, stop - start, sub, margin, n_fft)
 
 
-def profile_and_grid(sim: PowderSimulator, row, two_theta, sin2, intensity, n_rows: int, params: dict,
+def profile_and_grid(peak: PeakProfile, row, two_theta, sin2, intensity, n_rows: int, params: dict,
                      margin: int, n_fft: int) -> torch.Tensor:
     """Peak widths, then the profile sum on the grid: (n_rows, n_points)."""
     if "zero_shift" in params:
         two_theta = two_theta + params["zero_shift"][row]
-    position = (two_theta - sim.two_theta_range[0]) / sim.step
+    position = (two_theta - peak.two_theta_range[0]) / peak.step
     scale, size = params.get("fwhm_scale"), params.get("crystallite_size")
-    common = dict(n_fft=n_fft, offset=margin, n_points=sim.n_points, shape=sim.profile, eta=sim.eta)
-    if not width_varies(sim, params):
-        row_fwhm = torch.full((1,), sim.fwhm / sim.step, dtype=intensity.dtype, device=intensity.device)
+    common = dict(n_fft=n_fft, offset=margin, n_points=peak.n_points, shape=peak.shape, eta=peak.eta)
+    if not width_varies(peak, params):
+        row_fwhm = torch.full((1,), peak.fwhm / peak.step, dtype=intensity.dtype, device=intensity.device)
         if scale is not None:
             row_fwhm = row_fwhm * scale  # (n_rows,); else one kernel serves every row
         return render(row, position, intensity, n_rows, row_fwhm=row_fwhm, **common)
-    lo = sim.two_theta_range[0] - margin * sim.step
-    hi = sim.two_theta_range[1] + margin * sim.step
+    lo = peak.two_theta_range[0] - margin * peak.step
+    hi = peak.two_theta_range[1] + margin * peak.step
     sample = torch.deg2rad(torch.linspace(max(lo, 1e-3), min(hi, 179.0), WIDTH_SAMPLES,
                                           dtype=intensity.dtype, device=intensity.device)) / 2
-    widths = peak_fwhm(sim, (torch.sin(sample) ** 2).expand(n_rows, -1), scale, size)  # (n_rows, samples)
+    widths = peak_fwhm(peak, (torch.sin(sample) ** 2).expand(n_rows, -1), scale, size)  # (n_rows, samples)
     w_lo, w_hi = widths.amin(dim=1, keepdim=True) * 0.999, widths.amax(dim=1, keepdim=True) * 1.001
-    steps = torch.linspace(0.0, 1.0, sim.width_bins, dtype=intensity.dtype, device=intensity.device)
+    steps = torch.linspace(0.0, 1.0, peak.width_bins, dtype=intensity.dtype, device=intensity.device)
     bins = w_lo * (w_hi / w_lo) ** steps  # (n_rows, n_bins) degrees
-    fwhm = peak_fwhm(sim, sin2, None if scale is None else scale[row], None if size is None else size[row])
+    fwhm = peak_fwhm(peak, sin2, None if scale is None else scale[row], None if size is None else size[row])
     fwhm = torch.maximum(torch.minimum(fwhm, w_hi[row, 0]), w_lo[row, 0])
-    return render(row, position, intensity, n_rows, fwhm=fwhm / sim.step, bin_fwhm=bins / sim.step, **common)
-
-
-def _next_fast_len(n: int) -> int:
-    import scipy.fft
-
-    return scipy.fft.next_fast_len(n, real=True)
+    return render(row, position, intensity, n_rows, fwhm=fwhm / peak.step, bin_fwhm=bins / peak.step,
+                  **common)

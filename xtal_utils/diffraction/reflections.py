@@ -18,7 +18,7 @@ import torch
 from xtal_utils.diffraction.laue import HEXAGONAL_GROUPS, PERMUTATION_GROUPS
 
 if TYPE_CHECKING:
-    from xtal_utils.diffraction.structure_factors import _Atoms
+    from xtal_utils.diffraction.structure_factors import Atoms
 
 LINE_SLACK = 1e-3  # the h range of each line, from the limiting sphere, is widened by this before the exact test
 # per PERMUTATION_GROUPS code: what the kept hkl must satisfy (0: h >= k, h >= l, k >= l; -1e9: nothing),
@@ -32,7 +32,7 @@ _PLANE_GROUPS = {"-3": (1, 2), "6/m": (2, 2), "-3m1": (3, 5), "-31m": (4, 5), "6
 _PLANE_PLUS, _PLANE_ZERO = np.array([(0, 0)] + [_PLANE_GROUPS[name] for name in HEXAGONAL_GROUPS[1:]]).T
 
 
-class _Boxes(NamedTuple):
+class HklBoxes(NamedTuple):
     """The hkl boxes of a batch (:func:`hkl_boxes`), with the cell axes in the order the boxes use."""
 
     extent: np.ndarray  # (n, 3) int64 box half-widths
@@ -46,7 +46,7 @@ class _Boxes(NamedTuple):
 
 def hkl_boxes(lattice: np.ndarray, r_max: float, *, permute: bool, md_axis=None,
               flips: np.ndarray | None = None, permutations: np.ndarray | None = None,
-              hexagonal: np.ndarray | None = None) -> _Boxes:
+              hexagonal: np.ndarray | None = None) -> HklBoxes:
     """Each structure's hkl box within |g| <= ``r_max`` (1/Angstrom), cut by its Laue symmetry.
 
     Without ``permute`` the boxes are whole half-spheres in the cell's own axes and the symmetry is
@@ -71,7 +71,7 @@ def hkl_boxes(lattice: np.ndarray, r_max: float, *, permute: bool, md_axis=None,
     if permute:
         order_key = -extent.astype(np.float64)
         if flips is not None:
-            nonneg = _nonneg(flips)
+            nonneg = nonneg_axes(flips)
             # one flip (axis u): the larger other axis goes first and keeps both signs
             one = np.flatnonzero(nonneg == 2)
             free = np.argmax(np.where(flips[one], -1, extent[one]), axis=1)
@@ -93,11 +93,11 @@ def hkl_boxes(lattice: np.ndarray, r_max: float, *, permute: bool, md_axis=None,
     recip = np.cross(lattice[:, [1, 2, 0]], lattice[:, [2, 0, 1]])
     recip /= np.einsum("ni,ni->n", lattice[:, 0], recip[:, 0])[:, None, None]
     recip_metric = recip @ recip.transpose(0, 2, 1)
-    return _Boxes(extent=extent, nonneg=nonneg, perm=perm, recip_metric=recip_metric, md_axis=md_axis,
-                  permutations=permutations, hexagonal=hexagonal)
+    return HklBoxes(extent=extent, nonneg=nonneg, perm=perm, recip_metric=recip_metric, md_axis=md_axis,
+                    permutations=permutations, hexagonal=hexagonal)
 
 
-def reflections_in_shell(atoms: _Atoms, r_lo: float, r_hi: float, wavelength: float, strain) -> dict:
+def reflections_in_shell(atoms: Atoms, r_lo: float, r_hi: float, wavelength: float, strain) -> dict:
     """The hkl of every structure's box that lie in the shell r_lo <= |g| <= r_hi (1/Angstrom).
 
     Each box is cut into lines along h, one per (k, l). Along a line |g|^2 = a h^2 + b h + c, so
@@ -223,7 +223,7 @@ def reflections_in_shell(atoms: _Atoms, r_lo: float, r_hi: float, wavelength: fl
                for key, x in (("g2", g2), ("sin2", sin2), ("two_theta", two_theta))}}
 
 
-def _box_points(extent: np.ndarray, nonneg: np.ndarray | None = None) -> np.ndarray:
+def box_points(extent: np.ndarray, nonneg: np.ndarray | None = None) -> np.ndarray:
     """(n,) hkl points in boxes of half-widths ``extent`` (n, 3) whose last ``nonneg`` axes start at 0."""
     if nonneg is None:
         nonneg = np.ones(len(extent), dtype=np.int64)
@@ -231,7 +231,7 @@ def _box_points(extent: np.ndarray, nonneg: np.ndarray | None = None) -> np.ndar
     return np.prod(np.where(two_sided, 2 * extent + 1, extent + 1), axis=1)
 
 
-def _nonneg(flips: np.ndarray) -> np.ndarray:
+def nonneg_axes(flips: np.ndarray) -> np.ndarray:
     """(n,) how many box axes can start at 0, from the Laue sign changes ``flips`` (n, 3)."""
     count = flips.sum(axis=1)
     return np.where(count == 3, 3, np.where(count == 1, 2, 1))

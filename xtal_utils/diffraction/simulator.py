@@ -16,20 +16,20 @@ import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 
 from xtal_utils.config import default_device
-from xtal_utils.diffraction import profile as _profile
 from xtal_utils.diffraction.augment import Augmentation, cell_strain_factors
-from xtal_utils.diffraction.laue import HEXAGONAL_GROUPS, PERMUTATION_GROUPS, laue_symmetry
-from xtal_utils.diffraction.laue import _cache as _laue_cache
-from xtal_utils.diffraction.reflections import _box_points, _nonneg, reflections_in_shell
-from xtal_utils.diffraction.structure_factors import (  # noqa: F401  (re-exports _centric_halves)
-    _TABLE_CACHE,
-    _centric_halves,
-    flatten_atoms,
-    intensities,
+from xtal_utils.diffraction.laue import (
+    HEXAGONAL_GROUPS,
+    PERMUTATION_GROUPS,
+    clear_symmetry_cache,
+    laue_symmetry,
 )
+from xtal_utils.diffraction.profile import PROFILE_SHAPES, PeakProfile, grid_margin, render_chunks
+from xtal_utils.diffraction.reflections import box_points, nonneg_axes, reflections_in_shell
+from xtal_utils.diffraction.structure_factors import clear_form_factor_tables, flatten_atoms, intensities
 from xtal_utils.structures import StructureBatch
 
 CU_KALPHA1 = 1.5406  # Angstrom
@@ -60,9 +60,8 @@ class Peaks:
     def __len__(self) -> int:
         return len(self.two_theta)
 
-    def to_frame(self):
-        import pandas as pd
-
+    def to_frame(self) -> pd.DataFrame:
+        """One row per peak: two_theta, d_spacing, h, k, l, multiplicity, intensity."""
         return pd.DataFrame({"two_theta": self.two_theta, "d_spacing": self.d_spacing,
                              "h": self.hkl[:, 0], "k": self.hkl[:, 1], "l": self.hkl[:, 2],
                              "multiplicity": self.multiplicity, "intensity": self.intensity})
@@ -84,7 +83,7 @@ class PowderSimulator:
       setting (or given to :meth:`simulate`), are also computed once and counted by their number
       (``laue.py``, ``reflections.py``). Where the structure has a centre of symmetry, F is summed
       about it: one atom of each pair related by it, twice, and F is real
-      (:func:`structure_factors._centric_halves`).
+      (:func:`structure_factors.centric_halves`).
     - Structure factor: F(hkl) = sum_j o_j f_j(s) exp(-B_j s^2) exp(2 pi i (h x_j + k y_j + l z_j)),
       s = sin(theta)/lambda = |g|/2, o_j the site occupancy of species j. X-rays: the form factor
       f(s) = Z - 41.78214 s^2 sum_i a_i exp(-b_i s^2) with pymatgen's coefficients. Neutrons:
@@ -137,8 +136,8 @@ class PowderSimulator:
         """
         if radiation not in ("xray", "neutron"):
             raise ValueError(f"radiation must be 'xray' or 'neutron', not {radiation!r}")
-        if profile not in _profile.PROFILE_SHAPES:
-            raise ValueError(f"profile must be one of {_profile.PROFILE_SHAPES}, not {profile!r}")
+        if profile not in PROFILE_SHAPES:
+            raise ValueError(f"profile must be one of {PROFILE_SHAPES}, not {profile!r}")
         lo, hi = (float(t) for t in two_theta_range)
         if not 0 < lo < hi < 180:
             raise ValueError("two_theta_range must satisfy 0 < first < last < 180 degrees, "
@@ -178,8 +177,16 @@ class PowderSimulator:
 
     @property
     def step(self) -> float:
-        lo, hi = self.two_theta_range
-        return (hi - lo) / (self.n_points - 1)
+        """Degrees 2-theta between grid points."""
+        return self.peak_profile.step
+
+    @property
+    def peak_profile(self) -> PeakProfile:
+        """The settings of the profile stage: peak shape and widths, and the grid."""
+        return PeakProfile(shape=self.profile, eta=self.eta, fwhm=self.fwhm, caglioti=self.caglioti,
+                           crystallite_size=self.crystallite_size, scherrer_k=self.scherrer_k,
+                           wavelength=self.wavelength, two_theta_range=self.two_theta_range,
+                           n_points=self.n_points, width_bins=self.width_bins)
 
     # ---------------------------------------------------------------- public calls
 
@@ -194,11 +201,12 @@ class PowderSimulator:
         """
         batch = self._pack([structure])
         r_lo, r_hi = (2 * math.sin(math.radians(t / 2)) / self.wavelength for t in self.two_theta_range)
-        atoms = flatten_atoms(self, batch, r_hi, debye_waller_factors, dtype=torch.float64,
-                              device=torch.device("cpu"), permute=False, table=False)
+        atoms = flatten_atoms(batch, r_hi, debye_waller_factors, radiation=self.radiation,
+                              dtype=torch.float64, device=torch.device("cpu"), permute=False, table=False,
+                              no_reflection=self._no_reflection_problem())
         refl = reflections_in_shell(atoms, r_lo, r_hi, self.wavelength, strain=None)
         if len(refl["row"]) == 0:
-            raise ValueError(self._describe(batch, 0, self._no_reflection_problem()))
+            raise ValueError(f"{batch.describe(0)}: {self._no_reflection_problem()}")
         intensity = intensities(atoms, refl, radiation=self.radiation, max_batch_bytes=self.max_batch_bytes,
                                 exact=True).numpy()
         hkl = refl["hkl"].T.numpy().astype(np.int64)
@@ -272,7 +280,7 @@ class PowderSimulator:
             top = out.amax(dim=1, keepdim=True)
             if not bool((top > 0).all()):
                 bad = int(torch.nonzero(top[:, 0] <= 0)[0, 0])
-                raise ValueError(self._describe(batch, bad, self._no_reflection_problem()))
+                raise ValueError(f"{batch.describe(bad)}: {self._no_reflection_problem()}")
         out = out / top  # an ordinary tensor, which autograd may use
         if augmentation is not None:
             out = augmentation.finish(out, params, generator)
@@ -288,12 +296,14 @@ class PowderSimulator:
         :meth:`simulate`, already checked there; None detects it.
         """
         n = len(batch)
-        margin, n_fft = _profile.grid_margin(self, augmentation)
+        peak = self.peak_profile
+        no_reflection = self._no_reflection_problem()
+        margin, n_fft = grid_margin(peak, augmentation)
         lo, hi = self.two_theta_range
         shift = augmentation.zero_shift if augmentation else 0.0
         strain = augmentation.max_strain() if augmentation else 0.0
-        lo_ext = max(lo - margin * self.step - shift, 1e-3)
-        hi_ext = min(hi + margin * self.step + shift, 179.999)
+        lo_ext = max(lo - margin * peak.step - shift, 1e-3)
+        hi_ext = min(hi + margin * peak.step + shift, 179.999)
         r_lo = 2 * math.sin(math.radians(lo_ext / 2)) / self.wavelength
         r_hi = 2 * math.sin(math.radians(hi_ext / 2)) / self.wavelength
         out = None
@@ -303,8 +313,9 @@ class PowderSimulator:
             batch = dataclasses.replace(batch, lattice=batch.lattice * factors[:, :, None])
         for rows in self._passes(batch, r_hi * (1 + strain), n_fft, flips):
             sub = {key: value[rows] for key, value in params.items()}
-            atoms = flatten_atoms(self, batch[rows], r_hi * (1 + strain), debye_waller_factors, dtype=dtype,
-                                  device=self.device, permute=True, md_axis=sub.get("march_dollase_axis"),
+            atoms = flatten_atoms(batch[rows], r_hi * (1 + strain), debye_waller_factors,
+                                  radiation=self.radiation, dtype=dtype, device=self.device, permute=True,
+                                  no_reflection=no_reflection, md_axis=sub.get("march_dollase_axis"),
                                   flips=flips[rows], permutations=permutations[rows], centres=centres[rows],
                                   hexagonal=hexagonal[rows])
             order = torch.as_tensor(atoms.order, device=self.device)
@@ -317,7 +328,8 @@ class PowderSimulator:
             rows_of_pass = order.index_select(0, refl["row"])
             reflections = (rows_of_pass, refl["two_theta"], refl["sin2"], intensity)
             n_rows = rows.stop - rows.start
-            for part, patterns in _profile.render_chunks(self, reflections, n_rows, sub, margin, n_fft):
+            for part, patterns in render_chunks(peak, reflections, n_rows, sub, margin, n_fft,
+                                                max_batch_bytes=self.max_batch_bytes):
                 if rows.start + part.start == 0 and rows.start + part.stop == n:
                     out = patterns  # the whole batch at once: a view, copied once by the division below
                 else:
@@ -341,17 +353,6 @@ class PowderSimulator:
                                      f"cannot be read ({error})") from None
             raise
 
-    @staticmethod
-    def _describe(batch: StructureBatch, i: int, problem: str) -> str:
-        from pymatgen.core import Composition, Element
-
-        amounts = {}
-        for z, o in zip(batch.atomic_number[i].ravel(), batch.occupancy[i].ravel()):
-            if z > 0 and o > 0:
-                amounts[Element.from_Z(int(z))] = amounts.get(Element.from_Z(int(z)), 0.0) + float(o)
-        formula = Composition(amounts).reduced_formula if amounts else "empty"
-        return f"structure {i} ({formula}): {problem}"
-
     def _no_reflection_problem(self) -> str:
         lo, hi = self.two_theta_range
         d_min = self.wavelength / (2 * math.sin(math.radians(hi / 2)))
@@ -368,16 +369,16 @@ class PowderSimulator:
         n = len(batch)
         extent = np.floor(r_max * np.linalg.norm(batch.lattice, axis=2) + 1e-9)
         extent = np.sort(extent, axis=1)[:, ::-1]
-        nonneg = None if flips is None else _nonneg(flips)
-        per_row = BYTES_PER_HKL * _box_points(extent, nonneg) + 16 * self.width_bins * n_fft
+        nonneg = None if flips is None else nonneg_axes(flips)
+        per_row = BYTES_PER_HKL * box_points(extent, nonneg) + 16 * self.width_bins * n_fft
         rows = max(1, int(self.max_batch_bytes // per_row.max()))
         return [slice(start, min(n, start + rows)) for start in range(0, n, rows)]
 
 
 def clear_caches() -> None:
     """Forget the remembered Laue symmetry and form-factor tables (to time a first call)."""
-    _laue_cache.clear()
-    _TABLE_CACHE.clear()
+    clear_symmetry_cache()
+    clear_form_factor_tables()
 
 
 def _checked_symmetry(symmetry, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

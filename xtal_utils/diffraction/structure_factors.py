@@ -3,7 +3,7 @@
 A batch's site species are flattened into atoms and padded, per structure, to one of a few fixed
 sizes (:func:`_padded_atoms`), so that a structure's pattern does not depend on the rest of the batch;
 where a structure has a centre of symmetry, one atom of each pair related by it stands for both
-(:func:`_centric_halves`). Coordinates go to the device in 32-bit fixed point, so that g.r wraps
+(:func:`centric_halves`). Coordinates go to the device in 32-bit fixed point, so that g.r wraps
 exactly in integer arithmetic. Each structure factor F = sum_j o_j f_j(s) exp(2 pi i g.r_j) is then
 summed over a structure's atoms, with the form factors f_j(s) exp(-B_j s^2) interpolated from a
 table that is shared by all batches (:func:`form_factor_table`).
@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
 from xtal_utils.diffraction.reflections import hkl_boxes
 from xtal_utils.diffraction.scattering import XRAY_SCALE, neutron_table, symbol, xray_table
 from xtal_utils.structures import StructureBatch
-
-if TYPE_CHECKING:
-    from xtal_utils.diffraction.simulator import PowderSimulator
 
 BYTES_PER_PAIR = 64  # device memory per (reflection, atom) pair while summing structure factors
 CENTRIC_TOL = 2.0**-12  # fractional coordinates this close to 0 or 1/2 (from a centre) lie on x = -x
@@ -36,18 +31,18 @@ _TABLE_CACHE: dict[tuple, tuple] = {}  # (radiation, s^2 top, dtype, device) -> 
 
 
 @dataclasses.dataclass
-class _Chunk:
-    """Structures ``start:stop`` of an :class:`_Atoms`, all padded to the same number of atoms."""
+class AtomChunk:
+    """Structures ``start:stop`` of an :class:`Atoms`, all padded to the same number of atoms."""
 
     start: int
     stop: int
     feat: torch.Tensor  # (g, 5, m) int32: x, y, z in units of 2^-32 (PHASE_BITS), the bits of the float32
     #                     weight, and the atom's (element, B) pair: its first row of ``table``, or an index into key_z
-    acentric: int  # the first structure (in the _Atoms) whose F is complex; those before are centric
+    acentric: int  # the first structure (in the Atoms) whose F is complex; those before are centric
 
 
 @dataclasses.dataclass
-class _Atoms:
+class Atoms:
     """A batch as device tensors, its structures reordered by padded atom count (``order``).
 
     Atoms are site species; a structure's atoms are padded (weight 0) to the next of 6, 8, 12, 16,
@@ -58,7 +53,7 @@ class _Atoms:
     order: np.ndarray  # (n,) the batch row of each structure here
     dtype: torch.dtype  # of the intensities and the reflection positions
     recip_metric: np.ndarray  # (n, 3, 3) float64 G* = (L L^T)^-1 of the lattice with permuted axes, 1/Angstrom^2
-    chunks: list[_Chunk]  # consecutive structures with the same padded size
+    chunks: list[AtomChunk]  # consecutive structures with the same padded size
     within_chunk: torch.Tensor  # (n,) long, each structure's place in its chunk
     key_z: torch.Tensor  # (p,) long, atomic number of each distinct (Z, B) pair (0 for neutrons)
     key_b: torch.Tensor  # (p,) isotropic Debye-Waller B, Angstrom^2
@@ -73,19 +68,20 @@ class _Atoms:
     hexagonal: np.ndarray  # (n,) the hexagonal Laue group used, an index into laue.HEXAGONAL_GROUPS (0: none)
 
 
-def flatten_atoms(sim: PowderSimulator, batch: StructureBatch, r_max: float, debye_waller_factors, *, dtype,
-                  device, permute: bool, md_axis=None, table: bool = True, flips: np.ndarray | None = None,
-                  permutations: np.ndarray | None = None, centres: np.ndarray | None = None,
-                  hexagonal: np.ndarray | None = None) -> _Atoms:
+def flatten_atoms(batch: StructureBatch, r_max: float, debye_waller_factors, *, radiation: str, dtype, device,
+                  permute: bool, no_reflection: str, md_axis=None, table: bool = True,
+                  flips: np.ndarray | None = None, permutations: np.ndarray | None = None,
+                  centres: np.ndarray | None = None, hexagonal: np.ndarray | None = None) -> Atoms:
     """Check the batch, flatten site species into atoms, name their scattering factors, move to the device.
 
     ``r_max`` (1/Angstrom) bounds |g| of every reflection that will be asked for. ``flips`` (n, 3)
     and ``permutations`` (n,), each structure's Laue symmetry (:func:`laue.laue_symmetry`), let its
     box be cut (with ``permute``; :func:`reflections.hkl_boxes`); ``centres`` (n, 3), its centre of
-    symmetry (NaN if none), let half of its atoms stand for all (:func:`_centric_halves`);
+    symmetry (NaN if none), let half of its atoms stand for all (:func:`centric_halves`);
     ``hexagonal`` (n,), its trigonal or hexagonal Laue group, lets a wedge of the (h, k) plane stand
     for the rest. ``table``: tabulate the form factors (:func:`form_factor_table`) rather than
-    evaluate them at each reflection. ``sim`` gives the radiation and names a structure in errors.
+    evaluate them at each reflection. ``radiation``: 'xray' or 'neutron'. ``no_reflection``: the
+    problem reported for a structure whose box holds no hkl but 000.
     """
     n, n_sites, n_species = batch.atomic_number.shape
     z_all = batch.atomic_number.reshape(n, -1)
@@ -94,7 +90,7 @@ def flatten_atoms(sim: PowderSimulator, batch: StructureBatch, r_max: float, deb
     rows, cols = np.nonzero((z_all > 0) & (occupancy_all > 0) & within)  # every atom, by structure
     n_atoms = np.bincount(rows, minlength=n)
     if (n_atoms == 0).any():
-        raise ValueError(sim._describe(batch, int(np.argmax(n_atoms == 0)), "has no sites"))
+        raise ValueError(f"{batch.describe(int(np.argmax(n_atoms == 0)))}: has no sites")
     site = cols // n_species
     z = z_all[rows, cols].astype(np.int64)
     weight = occupancy_all[rows, cols].astype(np.float64)
@@ -106,21 +102,21 @@ def flatten_atoms(sim: PowderSimulator, batch: StructureBatch, r_max: float, deb
         b_iso = by_z[z]
     else:
         b_iso = batch.b_iso[rows, site].astype(np.float64)
-    if sim.radiation == "xray":
+    if radiation == "xray":
         _, known = xray_table()
     else:
         lengths, known = neutron_table()
     unknown = ~known[np.minimum(z, len(known) - 1)]
     if unknown.any():
         j = int(np.argmax(unknown))
-        data = "X-ray form factor" if sim.radiation == "xray" else "neutron scattering length"
-        raise ValueError(sim._describe(batch, int(rows[j]), f"element {symbol(z[j])} has no {data} "
-                                       "in pymatgen's tables"))
-    if sim.radiation == "neutron":
+        data = "X-ray form factor" if radiation == "xray" else "neutron scattering length"
+        raise ValueError(f"{batch.describe(int(rows[j]))}: element {symbol(z[j])} has no {data} "
+                         "in pymatgen's tables")
+    if radiation == "neutron":
         weight = weight * lengths[z]
 
     # the scattering factor of each atom: one per (element, B) pair for X-rays, one per B for neutrons
-    key_z = z if sim.radiation == "xray" else np.zeros_like(z)
+    key_z = z if radiation == "xray" else np.zeros_like(z)
     if b_iso.min() == b_iso.max():  # commonly all 0
         b_values, b_code = np.round(b_iso[:1], 6), 0
     else:
@@ -136,7 +132,7 @@ def flatten_atoms(sim: PowderSimulator, batch: StructureBatch, r_max: float, deb
     pairs = np.stack([pair_values // len(b_values), b_values[pair_values % len(b_values)]], axis=1)
     centric = np.zeros(n, dtype=bool)
     if centres is not None and permute:
-        keep, factor, centric, coords = _centric_halves(rows, coords, centres, n_atoms)
+        keep, factor, centric, coords = centric_halves(rows, coords, centres, n_atoms)
         keep = np.flatnonzero(keep)
         rows, coords, key, weight = rows[keep], coords[keep], key[keep], weight[keep] * factor[keep]
         n_atoms = np.bincount(rows, minlength=n)
@@ -145,8 +141,7 @@ def flatten_atoms(sim: PowderSimulator, batch: StructureBatch, r_max: float, deb
     boxes = hkl_boxes(batch.lattice.astype(np.float64), r_max, permute=permute, md_axis=md_axis, flips=flips,
                       permutations=permutations, hexagonal=hexagonal)
     if (boxes.extent.max(axis=1) == 0).any():
-        raise ValueError(sim._describe(batch, int(np.argmax(boxes.extent.max(axis=1) == 0)),
-                                       sim._no_reflection_problem()))
+        raise ValueError(f"{batch.describe(int(np.argmax(boxes.extent.max(axis=1) == 0)))}: {no_reflection}")
     if boxes.perm is not None:  # the atoms in the axis order of the box
         coords = np.take_along_axis(coords, boxes.perm[rows], axis=1)
     md_axis = boxes.md_axis
@@ -160,7 +155,7 @@ def flatten_atoms(sim: PowderSimulator, batch: StructureBatch, r_max: float, deb
     table_top = (r_max / 2) ** 2 * (1 + 1e-6)
     form_factors = None
     if table:  # atoms then name rows of the shared table instead of pairs of this batch
-        form_factors, pair_rows = form_factor_table(sim.radiation, pairs, table_top, dtype, device)
+        form_factors, pair_rows = form_factor_table(radiation, pairs, table_top, dtype, device)
         key = pair_rows[key] * FORM_FACTOR_POINTS
     feat = np.zeros((n, 5, padded.max()), dtype=np.int32)
     fixed_point = np.round((coords - np.round(coords)) * 2.0**PHASE_BITS).astype(np.int64)
@@ -176,12 +171,12 @@ def flatten_atoms(sim: PowderSimulator, batch: StructureBatch, r_max: float, deb
     bounds = [0, *(np.flatnonzero(np.diff(padded)) + 1).tolist(), n]
     centric = centric[order]
     for start, stop in zip(bounds, bounds[1:]):
-        chunks.append(_Chunk(start, stop, feat=put(feat[start:stop, :, :padded[start]], torch.int32),
+        chunks.append(AtomChunk(start, stop, feat=put(feat[start:stop, :, :padded[start]], torch.int32),
                              acentric=start + int(centric[start:stop].sum())))
     within_chunk = np.arange(n) - np.repeat(bounds[:-1], np.diff(bounds))
     if md_axis is not None:
         md_axis = md_axis[torch.as_tensor(order, device=md_axis.device)]
-    return _Atoms(order=order, dtype=dtype, recip_metric=boxes.recip_metric[order], chunks=chunks,
+    return Atoms(order=order, dtype=dtype, recip_metric=boxes.recip_metric[order], chunks=chunks,
                   within_chunk=put(within_chunk, torch.long),
                   key_z=put(pairs[:, 0].astype(np.int64), torch.long), key_b=put(pairs[:, 1]),
                   any_b=bool((pairs[:, 1] != 0).any()), md_axis=md_axis, table=form_factors,
@@ -189,7 +184,7 @@ def flatten_atoms(sim: PowderSimulator, batch: StructureBatch, r_max: float, deb
                   permutations=boxes.permutations[order], hexagonal=boxes.hexagonal[order])
 
 
-def intensities(atoms: _Atoms, refl: dict, *, radiation: str, max_batch_bytes: int, march_dollase_r=None,
+def intensities(atoms: Atoms, refl: dict, *, radiation: str, max_batch_bytes: int, march_dollase_r=None,
                 strain=None, exact: bool = False) -> torch.Tensor:
     """|F|^2 x LP x Friedel weight [x March-Dollase] of each reflection: (r,).
 
@@ -278,6 +273,11 @@ def form_factor_table(radiation: str, pairs: np.ndarray, table_top: float, dtype
     return table, np.array([index[name] for name in names], dtype=np.int64)
 
 
+def clear_form_factor_tables() -> None:
+    """Forget the form-factor tables that :func:`form_factor_table` keeps between batches."""
+    _TABLE_CACHE.clear()
+
+
 def pair_form_factors(radiation: str, z: torch.Tensor, b: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
     """f(s) exp(-B s^2) of (element, B) pairs at s^2 in 1/Angstrom^2; pairs and s2 broadcast.
 
@@ -301,11 +301,11 @@ def pair_form_factors(radiation: str, z: torch.Tensor, b: torch.Tensor, s2: torc
     return f
 
 
-def form_factors(radiation: str, atoms: _Atoms, s2: torch.Tensor, exact: bool):
+def form_factors(radiation: str, atoms: Atoms, s2: torch.Tensor, exact: bool):
     """The scattering factors of atoms at the reflections' s^2 (r,), or None where they are all 1.
 
     Returns a function of (pair, a, b): the factor (b - a, m) of the atoms whose (element, B) pairs
-    are ``pair`` (b - a, m) int32 (:class:`_Chunk`) at reflections a:b. None for neutrons without
+    are ``pair`` (b - a, m) int32 (:class:`AtomChunk`) at reflections a:b. None for neutrons without
     Debye-Waller factors. Unless ``exact``, each pair is tabulated once on FORM_FACTOR_POINTS
     values of s^2 (``atoms.table``) and is interpolated linearly (relative error below 1e-4).
     """
@@ -326,7 +326,7 @@ def form_factors(radiation: str, atoms: _Atoms, s2: torch.Tensor, exact: bool):
     return interpolated
 
 
-def march_dollase(atoms: _Atoms, refl: dict, r: torch.Tensor, strain=None) -> torch.Tensor:
+def march_dollase(atoms: Atoms, refl: dict, r: torch.Tensor, strain=None) -> torch.Tensor:
     """(r^2 cos^2 alpha + sin^2 alpha / r)^(-3/2), alpha between g and the texture axis; r, strain: (n,)."""
     G = torch.as_tensor(atoms.recip_metric, device=r.device).to(refl["g2"].dtype)
     axis_row = G[torch.arange(len(G), device=G.device), atoms.md_axis]  # (n, 3): G* e_axis
@@ -342,7 +342,7 @@ def march_dollase(atoms: _Atoms, refl: dict, r: torch.Tensor, strain=None) -> to
     return 1 / (x * torch.sqrt(x))  # x^(-3/2); sqrt and division round the same in SIMD and scalar code
 
 
-def _centric_halves(rows: np.ndarray, coords: np.ndarray, centres: np.ndarray, n_atoms: np.ndarray):
+def centric_halves(rows: np.ndarray, coords: np.ndarray, centres: np.ndarray, n_atoms: np.ndarray):
     """One atom of each pair related by a centre of symmetry, with twice the weight.
 
     With the origin moved to the centre c, the atoms come in pairs x, -x (or sit on x = -x, each
