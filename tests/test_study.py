@@ -8,7 +8,7 @@ import yaml
 
 from xtal_utils import cards, study
 from xtal_utils.classify import load_classifier
-from xtal_utils.paths import MODELS, RUNS
+from xtal_utils.paths import BENCHMARK_RESULTS, MODELS, RUNS
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,10 @@ def test_a_card_follows_its_metrics():
     metrics = json.loads((run / "metrics.json").read_text())
     card = cards.xray_card(ensemble, config, {**metrics, "shipped_eg_top1": 0.123, "shipped_novel_eg_top1": None})
     assert "| this ensemble | 12.3% |" in card and "this ensemble\nreaches n/a top-1" in card
+
+
+def test_the_reference_card_is_the_one_its_learning_curve_gives():
+    result = json.loads((BENCHMARK_RESULTS / "learning_curve_reference.json").read_text())
+    assert cards.reference_card(result) == (MODELS / "balanced-reference.md").read_text()
+    result["saved_scores"] = {**result["saved_scores"], "rruff_eg_top1": 99.0}
+    assert "| RRUFF dev (measured) | 99.0% |" in cards.reference_card(result)

@@ -110,7 +110,7 @@ def attributions(model: torch.nn.Module, patterns, targets, *, method: str = "in
         (n, n_points) float32. Integrated Gradients: logit units, summing to about
         logit(x) - logit(baseline). Saliency: logit per unit intensity.
     """
-    from captum.attr import IntegratedGradients, Saliency
+    from captum.attr import IntegratedGradients, Saliency  # here: captum is slow to import, and only this needs it
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

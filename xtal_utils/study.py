@@ -60,7 +60,7 @@ def _hide_unknown_parameter_notes(record: logging.LogRecord) -> bool:
 
 def run_notebook(notebook, preset: str, params: dict, *, log_output: bool = False):
     """Execute one notebook at ``preset``; returns its metrics dict."""
-    import papermill as pm
+    import papermill as pm  # here: slow to import, and `xtal-study --findings` runs no notebook
 
     # Every preset value goes in: papermill only warns about names a notebook does not use, and
     # silently dropping a value the notebook meant to take would run it at the wrong size.
