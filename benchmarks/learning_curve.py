@@ -33,9 +33,8 @@ from xtal_utils import cards
 from xtal_utils.config import provenance
 from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
 
-TESTS = ("from_random", "fresh", "amcsd", "rruff")
-LABELS = {"from_random": "held-out from_random", "fresh": "held-out fresh", "amcsd": "AMCSD test (de-dup.)",
-          "rruff": "RRUFF dev (measured)"}
+LABELS = cards.REFERENCE_TEST_SETS  # test set -> its name in figures and the model card
+TESTS = tuple(LABELS)
 
 
 def model_options(args) -> tuple:

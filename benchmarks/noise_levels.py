@@ -47,8 +47,8 @@ def main() -> None:
 
     grid = ps.Grid(n_points=2048)
     rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")
-    measured = np.stack([resample(rruff["two_theta"], np.clip(row, 0.0, None), grid.two_theta, wavelength=1.5418,
-                                  grid_wavelength=grid.wavelength, source="rruff_dev")
+    measured = np.stack([resample(rruff["two_theta"], np.clip(row, 0.0, None), grid.two_theta,
+                                  wavelength=ps.RRUFF_WAVELENGTH, grid_wavelength=grid.wavelength, source="rruff_dev")
                          for row in rruff["intensity"].astype(np.float64)])
     measured = measured - measured.min(axis=1, keepdims=True)
     data = ps.amcsd_set()

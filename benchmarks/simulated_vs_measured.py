@@ -37,7 +37,7 @@ def main() -> None:
             "AMCSD test, augmented": (two_theta, simulator.simulate(data.structures[test], ps.REALISTIC, seed=123),
                                       data.space_groups[test], CU_KALPHA1),
             "RRUFF dev, measured": (rruff["two_theta"], rruff["intensity"].astype(np.float64),
-                                    rruff["space_group"].astype(int), 1.5418)}
+                                    rruff["space_group"].astype(int), ps.RRUFF_WAVELENGTH)}
     print(f"{len(test)} AMCSD test structures, {len(rruff['space_group'])} RRUFF patterns; EG top-1 / top-5 (%)")
     print(f"{'classifier':34s} {'set':24s} {'no prior':>13s} {'with prior':>13s}")
     for path in args.models:
