@@ -124,7 +124,7 @@ def test_default_model_path():
 def test_space_group_model_table(sg_model):
     two_theta, intensity = _pattern()
     table = classify(two_theta, intensity, model=sg_model, top=4)
-    assert list(table.columns) == ["kind", "rank", "label", "probability", "members", "symbol",
+    assert list(table.columns) == ["kind", "rank", "label", "probability", "members", "name", "symbol",
                                    "crystal_family"]
     assert list(table["kind"]) == ["extinction_group"] * 4 + ["space_group"] * 4
     for kind, rows in table.groupby("kind"):

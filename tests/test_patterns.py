@@ -147,3 +147,26 @@ def test_a_malformed_instrument_file_is_an_error_not_a_crash(tmp_path):
             read_pattern(path)
     two_theta, _ = read_pattern(good)
     assert len(two_theta) > 3000
+
+
+def test_a_truncated_instrument_file_is_an_error_not_zeros(tmp_path):
+    """CrysFML pads a GSAS file that ends early with zeros; here that is an error naming the cause."""
+    tt = 10 + 0.05 * np.arange(1800)
+    y = np.round(100 + 1000 * np.exp(-0.5 * ((tt - 40) / 0.2) ** 2))
+    path = _gsas_std(tmp_path / "full.gsa", tt, y)
+    lines = path.read_text().splitlines()
+    cut = tmp_path / "cut.gsa"
+    cut.write_text("\n".join(lines[: len(lines) // 3]) + "\n")
+    with pytest.raises(PatternFileError, match=r"cut.gsa: the last \d+ of 1800 points are exactly zero.*truncated"):
+        read_pattern(cut)
+    assert len(read_pattern(path)[0]) == 1800
+
+
+def test_a_pattern_of_few_non_zero_points_is_refused(tmp_path):
+    tt = np.linspace(10, 80, 400)
+    y = np.zeros_like(tt)
+    y[200:203] = [5.0, 10.0, 5.0]
+    path = tmp_path / "three.xy"
+    np.savetxt(path, np.column_stack([tt, y]))
+    with pytest.raises(PatternFileError, match="only 3 of 400 points have a non-zero intensity"):
+        read_pattern(path)

@@ -118,3 +118,60 @@ def test_bad_extinction_group_raises():
     with pytest.raises(ValueError, match="extinction group"):
         symmetry.space_groups_in(100)
     assert len(symmetry.space_groups_in(101, grouping="system")) >= 1
+
+
+# Conditions for reflections of the extinction symbols of monoclinic and orthorhombic names: which
+# reflections a lattice letter, a glide perpendicular to axis i, or a screw along axis i removes.
+_CENTRING = {"P": lambda h, k, l: False, "C": lambda h, k, l: (h + k) % 2, "A": lambda h, k, l: (k + l) % 2,
+             "B": lambda h, k, l: (h + l) % 2, "I": lambda h, k, l: (h + k + l) % 2,
+             "F": lambda h, k, l: len({h % 2, k % 2, l % 2}) > 1}
+_GLIDE = {"a": lambda h, k, l: h % 2, "b": lambda h, k, l: k % 2, "c": lambda h, k, l: l % 2}
+
+
+def _absent_by_name(name: str, hkl) -> bool:
+    """Whether a monoclinic or orthorhombic extinction symbol (standard setting) forbids hkl."""
+    lattice, *positions = name.rsplit(" (", 1)[0].split()
+    h, k, l = hkl
+    if _CENTRING[lattice](h, k, l):
+        return True
+    for axis, symbol in enumerate(positions):
+        others = [i for i in range(3) if i != axis]
+        on_axis = all(hkl[i] == 0 for i in others)
+        if "21" in symbol and on_axis and hkl[axis] % 2:
+            return True
+        glide = symbol.split("/")[-1]
+        if hkl[axis] == 0 and glide not in ("-", "1", "21"):
+            a, b = (hkl[i] for i in others)
+            if glide == "n" and (a + b) % 2:
+                return True
+            if glide == "d" and (a + b) % 4:
+                return True
+            if glide.startswith("(") and (a % 2 or b % 2):  # e, a double glide: '(ab)' perpendicular to c
+                return True
+            if glide in _GLIDE and _GLIDE[glide](h, k, l):
+                return True
+    return False
+
+
+_LOW_SYMMETRY = [int(row.extinction_group) for row in symmetry.extinction_table().itertuples()
+                 if row.lattice in ("monoclinic", "orthorhombic")]
+
+
+@pytest.mark.parametrize("eg", _LOW_SYMMETRY)
+def test_names_of_monoclinic_and_orthorhombic_groups_state_their_absences(eg):
+    """The printed name's symbol, read as the International Tables read it, forbids exactly the
+    reflections that spglib's operations forbid in the standard setting: for every member (monoclinic),
+    or for at least one (orthorhombic: the members of one group differ in their standard axis order)."""
+    name = symmetry.extinction_group_name(eg)
+    hkl = [tuple(int(v) for v in row) for row in symmetry._reflections()]
+    from_name = frozenset(h for h in hkl if _absent_by_name(name, h))
+    agree = [sg for sg in symmetry.space_groups_in(eg) if symmetry.absences(sg) == from_name]
+    members = symmetry.space_groups_in(eg)
+    assert agree == list(members) if "monoclinic" in name else agree, (name, members)
+
+
+def test_extinction_group_names_are_unique_and_space_groups_use_the_standard_setting():
+    names = [symmetry.extinction_group_name(eg) for eg in range(1, 100)]
+    assert len(set(names)) == 99
+    assert symmetry.space_group_name(14) == "P 1 21/c 1"
+    assert symmetry.extinction_group_name(symmetry.extinction_group(14)) == "P 1 21/c 1 (monoclinic)"

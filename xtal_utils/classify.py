@@ -44,12 +44,12 @@ from xtal_utils.config import atomic_path, default_device, to_jsonable
 from xtal_utils.diffraction import CU_KALPHA1
 from xtal_utils.models import add_sin2theta_channel, build_model, model_spec
 from xtal_utils.patterns import MIN_COVERAGE, PatternFileError, check_pattern, resample
-from xtal_utils.paths import MODELS
+from xtal_utils.paths import SHIPPED_MODELS
 
 FORMAT = "xtal-classifier/1"  # written into every file; a reader refuses other formats
 ENSEMBLE_FORMAT = "xtal-classifier-ensemble/1"  # a file of several classifiers that answer together
-DEFAULT_MODEL = MODELS / "xtal-classify-xray.pt"
-DEFAULT_MODELS = {"xray": DEFAULT_MODEL, "neutron": MODELS / "xtal-classify-neutron.pt"}
+DEFAULT_MODEL = SHIPPED_MODELS / "xtal-classify-xray.pt"
+DEFAULT_MODELS = {"xray": DEFAULT_MODEL, "neutron": SHIPPED_MODELS / "xtal-classify-neutron.pt"}
 BATCH_SIZE = 256  # patterns per forward pass; bounds memory for long batches
 RADIATIONS = ("xray", "neutron")
 _KEYS = ("format", "model_spec", "state_dict", "kind", "two_theta_min", "two_theta_max", "n_points",
@@ -489,8 +489,10 @@ def ranked(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
         kind: 'space_group' or 'extinction_group'.
 
     Returns:
-        One dict per group: label, symbol (the extinction symbol, or the Hermann-Mauguin symbol of a
-        space group), probability, crystal_family and members (its space groups; a space group lists itself).
+        One dict per group: label; name, unique and in the standard setting (an extinction group's
+        :func:`~xtal_utils.symmetry.extinction_group_name`, a space group's full Hermann-Mauguin symbol);
+        symbol (the reference table's extinction symbol, or the short Hermann-Mauguin symbol);
+        probability; crystal_family; and members (its space groups; a space group lists itself).
     """
     table = symmetry.extinction_table()
     rows = []
@@ -498,10 +500,11 @@ def ranked(probabilities: np.ndarray, kind: str, top: int) -> list[dict]:
         label = int(index) + 1
         if kind == "extinction_group":
             members = [int(sg) for sg in table["space_groups"].iloc[index]]
-            symbol = str(table["symbol"].iloc[index])
+            name, symbol = symmetry.extinction_group_name(label), str(table["symbol"].iloc[index])
         else:
-            members, symbol = [label], symmetry.space_group_symbol(label)
-        rows.append({"label": label, "symbol": symbol, "probability": float(probabilities[index]),
+            members = [label]
+            name, symbol = symmetry.space_group_name(label), symmetry.space_group_symbol(label)
+        rows.append({"label": label, "name": name, "symbol": symbol, "probability": float(probabilities[index]),
                      "crystal_family": symmetry.crystal_family(members[0]), "members": members})
     return rows
 
@@ -525,9 +528,11 @@ def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation:
     Returns:
         DataFrame with columns kind ('extinction_group', then 'space_group' for a space-group model),
         rank (1..top), label (1-based group number), probability, members (list of the space groups
-        in the row's group; a space-group row lists itself), symbol (the extinction symbol, or the
-        Hermann-Mauguin symbol of a space group) and crystal_family (which tells apart extinction
-        symbols shared by two families, such as 'P - - -').
+        in the row's group; a space-group row lists itself), name and symbol (see :func:`ranked`) and
+        crystal_family.
+
+    This is the model's own ranking. The command's final answer, which also weighs the nearest
+    database entries, is :func:`xtal_utils.identify.identify`.
 
     Raises:
         ValueError: radiation unlike the model's; PatternFileError (a ValueError) for a bad pattern.
@@ -547,6 +552,6 @@ def classify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation:
         answers.insert(0, ("extinction_group", symmetry.collapse_to_extinction_groups(probabilities)))
     rows = [{"kind": kind, "rank": rank, **row} for kind, p in answers
             for rank, row in enumerate(ranked(p, kind, top), start=1)]
-    return pd.DataFrame(rows, columns=["kind", "rank", "label", "probability", "members", "symbol",
+    return pd.DataFrame(rows, columns=["kind", "rank", "label", "probability", "members", "name", "symbol",
                                        "crystal_family"])
 

@@ -47,12 +47,13 @@ from tqdm import tqdm
 from xtal_utils import search_match, symmetry
 from xtal_utils.classify import (DEFAULT_MODEL, DEFAULT_MODELS, RADIATIONS, Classifier, Ensemble, load_classifier,
                                  ranked)
-from xtal_utils.config import to_jsonable
+from xtal_utils.config import atomic_path, to_jsonable
 from xtal_utils.diffraction import CU_KALPHA1
 from xtal_utils.evaluate import coarse_matrix, estimate_family_shares
-from xtal_utils.patterns import PatternFileError, read_pattern
+from xtal_utils.patterns import TUBE_LINES, NotAPatternError, PatternFileError, read_pattern, sniff_format
 
 PATTERN_SUFFIXES = (".xy", ".xye", ".csv", ".dat", ".txt", ".gsa", ".gss", ".fxye", ".gsas", ".raw")
+NEUTRON_FORMATS = ("d1a", "d1b", "d2b", "3t2", "d20", "hrpt", "g41", "nls")  # CrysFML modes of neutron instruments
 MATCH_THRESHOLD = 0.7  # cosine similarity of the nearest entry above which the phase counts as known
 MATCH_WEIGHT = 0.9  # share of the final probability given to the matched entries' groups
 SHORTLIST_VIEW = "sqrt"  # intensity scale of the library view whose nearest entries re-rank the model's answer
@@ -193,73 +194,149 @@ def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, libra
     return out
 
 
-def report(path, result: Answer | None, *, top: int, error: str | None = None) -> dict:
+def best_space_group(result: Answer) -> int | None:
+    """The most likely space group within the final answer's first group: the nearest database entry's
+    when it is a close match of that group, else the model's most probable member of the group (a
+    space-group model), else None."""
+    group = int(np.argmax(result.final)) + 1
+    if result.trust == "match" and result.matches and int(result.matches[0]["extinction_group"]) == group:
+        return int(result.matches[0]["space_group"])
+    if result.model_space_groups is not None:
+        members = np.asarray(symmetry.space_groups_in(group))
+        return int(members[np.argmax(result.model_space_groups[members - 1])])
+    return None
+
+
+def report(path, result: Answer | None, *, top: int, error: str | None = None, warnings=(),
+           skipped: bool = False) -> dict:
     """The JSON object of one file: file, trust ('match', 'model', or None for an error), the ``top`` groups
-    of the final answer and of the model (:func:`xtal_utils.classify.ranked`), the nearest database
-    entries (matches), the error message or None, and the model's space groups for a space-group model."""
-    out = {"file": str(path), "trust": None, "final": [], "model": [], "matches": [], "error": error}
+    of the final answer and of the model (:func:`xtal_utils.classify.ranked`), the most likely space group
+    (:func:`best_space_group`, with its name), the nearest database entries (matches), warnings, the error
+    message or None, skipped (a file in a folder that is not a pattern), and the model's space groups
+    for a space-group model."""
+    out = {"file": str(path), "trust": None, "final": [], "model": [], "space_group": None, "matches": [],
+           "warnings": list(warnings), "error": error, "skipped": skipped}
     if result is not None:
+        space_group = best_space_group(result)
         out.update(trust=result.trust, final=ranked(result.final, "extinction_group", top),
-                   model=ranked(result.model, "extinction_group", top), matches=to_jsonable(result.matches))
+                   model=ranked(result.model, "extinction_group", top), matches=to_jsonable(result.matches),
+                   space_group=None if space_group is None else
+                   {"label": space_group, "name": symmetry.space_group_name(space_group)})
         if result.model_space_groups is not None:
             out["model_space_groups"] = ranked(result.model_space_groups, "space_group", top)
     return out
 
 
-def pattern_files(paths) -> list[Path]:
-    """The files named, with each folder replaced by its pattern files (:data:`PATTERN_SUFFIXES`), sorted."""
+def identify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation: str = "xray", model=None,
+             library="default", use_prior: bool | None = None, threshold: float = MATCH_THRESHOLD,
+             top: int = 5, source="pattern") -> dict:
+    """The command's answer for one pattern, as the object that ``xtal-classify --json`` prints
+    (:func:`report`): the final answer (model and search-match together), the model's own ranking, the
+    nearest database entries and which to trust. :func:`xtal_utils.classify.classify` gives the model's
+    ranking alone.
+
+    Args:
+        two_theta, intensity: (n,) the measurement, 2-theta in degrees at ``wavelength`` (Angstrom).
+        radiation: 'xray' or 'neutron'; picks the default model and library.
+        model: a classifier, ensemble or path; None for the shipped model of ``radiation``.
+        library: 'default' (AMCSD on the model's grid, built in the user's cache on first use), a
+            :class:`~xtal_utils.search_match.Library`, or None for the model alone.
+    """
+    classifier = model if isinstance(model, (Classifier, Ensemble)) else load_classifier(model or DEFAULT_MODELS[radiation])
+    if classifier.radiation != radiation:
+        raise ValueError(f"the classifier was trained on {classifier.radiation} patterns and cannot "
+                         f"classify a {radiation} pattern; give a {radiation} model")
+    if isinstance(library, str) and library == "default":
+        library = search_match.default_library(search_match.settings_for(classifier))
+    result = answer(classifier, two_theta, intensity, wavelength=wavelength, library=library, use_prior=use_prior,
+                    threshold=threshold, source=source)
+    return report(source, result, top=top)
+
+
+def is_own_output(path: Path) -> bool:
+    """Whether a file is a table that ``xtal-classify --csv`` wrote (its header names our columns)."""
+    if path.suffix.lower() != ".csv":
+        return False
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.readline().startswith(",".join(CSV_COLUMNS[:3]))
+    except OSError:
+        return False
+
+
+def pattern_files(paths, *, skip=()) -> list[Path]:
+    """The files named, with each folder replaced by its pattern files, sorted: files with a pattern
+    suffix (:data:`PATTERN_SUFFIXES`), except the paths in ``skip`` and tables this command wrote."""
+    skip = {Path(p).resolve() for p in skip}
     out = []
     for path in map(Path, paths):
         if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PATTERN_SUFFIXES)
+            out += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PATTERN_SUFFIXES
+                          and p.resolve() not in skip and not is_own_output(p))
         else:
             out.append(path)
     return out
 
 
+CSV_COLUMNS = ("file", "trust", "extinction_group", "name", "crystal_family", "probability", "space_group",
+               "space_group_name", "model_extinction_group", "model_name", "match_mineral", "match_formula",
+               "match_space_group", "similarity", "warning", "error")
+
+
 def summary_row(item: dict) -> dict:
-    """One line of the batch table: the final answer's first group, the model's, the nearest entry."""
+    """One line of the batch table (:data:`CSV_COLUMNS`): the final answer's first group with its family,
+    the most likely space group, the model's first group, the nearest entry, warnings and the error."""
     final = item["final"][0] if item["final"] else {}
     model = item["model"][0] if item["model"] else {}
     match = item["matches"][0] if item["matches"] else {}
+    space_group = item.get("space_group") or {}
     return {"file": item["file"], "trust": item["trust"] or "",
-            "extinction_group": final.get("label", ""), "symbol": final.get("symbol", ""),
+            "extinction_group": final.get("label", ""), "name": final.get("name", ""),
+            "crystal_family": final.get("crystal_family", ""),
             "probability": f"{final['probability']:.3f}" if final else "",
-            "model_extinction_group": model.get("label", ""),
+            "space_group": space_group.get("label", ""), "space_group_name": space_group.get("name", ""),
+            "model_extinction_group": model.get("label", ""), "model_name": model.get("name", ""),
             "match_mineral": match.get("mineral", ""), "match_formula": match.get("formula", ""),
             "match_space_group": match.get("space_group", ""),
-            "similarity": f"{match['similarity']:.3f}" if match else "", "error": item["error"] or ""}
+            "similarity": f"{match['similarity']:.3f}" if match else "",
+            "warning": " ".join(item.get("warnings", [])),
+            "error": ("skipped: " if item.get("skipped") else "") + (item["error"] or "")}
 
 
 def format_text(item: dict, classifier: Classifier | Ensemble, args: argparse.Namespace) -> str:
     """The text answer for one file."""
     lines = [f"file:  {item['file']}  ({item['wavelength']:g} A, {args.radiation})",
-             f"model: {classifier.path}  ({classifier.describe(args.prior)})", ""]
+             f"model: {classifier.path}  ({classifier.describe(args.prior)})",
+             "       (T: the temperature that divides a network's logits, fitted so that its probabilities match "
+             "how often it is right on validation patterns)", ""]
+    lines += [f"warning: {warning}" for warning in item["warnings"]]
     if item["matches"]:
         best = item["matches"][0]
         if item["trust"] == "match":
             lines.append(f"answer: a known phase. The nearest database entry, {best['mineral'] or best['formula']} "
-                         f"(AMCSD {best['entry_id']}), has similarity {best['similarity']:.3f} >= {args.threshold:g}; "
-                         "its group leads the final ranking.")
+                         f"(AMCSD {best['entry_id']}), has cosine similarity {best['similarity']:.3f} >= "
+                         f"{args.threshold:g}; its group leads the final ranking.")
         else:
-            lines.append(f"answer: no close database entry (best similarity {best['similarity']:.3f} < "
+            lines.append(f"answer: no close database entry (best cosine similarity {best['similarity']:.3f} < "
                          f"{args.threshold:g}): a structure the database lacks. The final ranking is the model's, "
                          "re-ranked by the groups of the nearest structure types (and the family shift, "
                          "if the file has one).")
-        lines.append("")
+    if item["space_group"]:
+        lines.append(f"most likely space group: {item['space_group']['label']} ({item['space_group']['name']})")
+    lines.append("")
     blocks = [("final answer (extinction groups)", item["final"])] if item["matches"] else []
     blocks.append(("model (extinction groups)", item["model"]))
     if "model_space_groups" in item:
         blocks.append(("model (space groups)", item["model_space_groups"]))
     for title, rows in blocks:
         lines.append(title)
-        lines.append(f"{'rank':>4s}  {'group':>5s}  {'symbol':12s} {'family':12s} {'probability':>11s}  space groups")
+        lines.append(f"{'rank':>4s}  {'group':>5s}  {'name':26s} {'probability':>11s}  space groups")
         for rank, row in enumerate(rows, 1):
-            lines.append(f"{rank:4d}  {row['label']:5d}  {row['symbol']:12s} {row['crystal_family']:12s} "
+            lines.append(f"{rank:4d}  {row['label']:5d}  {row['name']:26s} "
                          f"{row['probability']:11.3f}  {', '.join(map(str, row['members']))}")
         lines.append("")
     if item["matches"]:
-        lines.append("closest database entries (AMCSD)")
+        lines.append("closest database entries (AMCSD; similarity: cosine of the background-free patterns)")
         lines.append(f"{'rank':>4s}  {'AMCSD':>6s}  {'mineral':20s} {'formula':24s} {'SG':>4s} {'EG':>4s}  similarity")
         for m in item["matches"]:
             lines.append(f"{m['rank']:4d}  {m['entry_id']:>6s}  {m['mineral'][:20]:20s} {m['formula'][:24]:24s} "
@@ -268,21 +345,24 @@ def format_text(item: dict, classifier: Classifier | Ensemble, args: argparse.Na
 
 
 def format_table(rows: list[dict]) -> str:
-    """The batch table of several files: one line per :func:`summary_row`, without the error column."""
-    return pd.DataFrame(rows).drop(columns=["error"]).to_string(index=False)
+    """The batch table of several files, one line per :func:`summary_row`; the error column says why a
+    row is empty."""
+    columns = ["file", "trust", "extinction_group", "name", "probability", "space_group", "model_extinction_group",
+               "match_mineral", "similarity", "error"]
+    return pd.DataFrame(rows)[columns].to_string(index=False)
 
 
 def write_csv(rows: list[dict], destination: Path) -> None:
-    """The :func:`summary_row` of every file as CSV, to ``destination`` ('-': stdout)."""
+    """The :func:`summary_row` of every file as CSV, to ``destination`` ('-': stdout), atomically."""
     if str(destination) == "-":
         _write_rows(rows, sys.stdout)
     else:
-        with open(destination, "w", newline="") as handle:
+        with atomic_path(Path(destination)) as tmp, open(tmp, "w", newline="") as handle:
             _write_rows(rows, handle)
 
 
 def _write_rows(rows: list[dict], handle) -> None:
-    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
     writer.writeheader()
     writer.writerows(rows)
 
@@ -293,7 +373,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         prog=PROG, description="Extinction group (and space group) of powder pattern files: "
         "2-theta in degrees with intensity (.xy, .xye, .csv, .dat text columns), FullProf .dat and GSAS "
         ".gsa/.fxye (read by CrysFML). The model's answer is shown beside the closest AMCSD entries.")
-    parser.add_argument("files", type=Path, nargs="+", help="pattern files, or folders of them")
+    parser.add_argument("files", type=Path, nargs="*", help="pattern files, or folders of them")
     parser.add_argument("--wavelength", type=float, default=None,
                         help="of the measurement, Angstrom (default: the one stated in the file's header, else "
                              f"{CU_KALPHA1} for X-rays; a neutron pattern needs one or the other)")
@@ -301,7 +381,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", default=None, metavar="MODE",
                         help="the file format: 'columns', 'fxye' or a CrysFML mode (gsas, d1a, 3t2, default, d20, "
                              "hrpt, xysigma, ...); default: told from the content")
-    parser.add_argument("--top", type=int, default=5, help="groups shown per ranking (default: 5)")
+    parser.add_argument("--top", type=int, default=5, help="groups shown per ranking, 1 to 230 (default: 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line and per file")
     parser.add_argument("--csv", type=Path, metavar="PATH", help="write one row per file to PATH ('-': stdout)")
     parser.add_argument("--model", type=Path, help=f"classifier file (default: {DEFAULT_MODEL.name}, or the "
@@ -310,14 +390,22 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="weight the model's answer by the classifier's class prior (default: as the classifier "
                              "file says; --no-prior for a sample unlike the database's usual minerals)")
     parser.add_argument("--no-match", action="store_true", help="skip the search-match against AMCSD")
-    parser.add_argument("--library", type=Path, help="search-match library file (default: AMCSD, built once)")
+    parser.add_argument("--library", type=Path, help="search-match library file (default: AMCSD, built once in "
+                                                     "the user's cache directory)")
+    parser.add_argument("--build-library", action="store_true",
+                        help="build the X-ray and neutron search-match libraries now (a few minutes each) and exit")
     parser.add_argument("--threshold", type=float, default=MATCH_THRESHOLD,
-                        help=f"similarity above which a match counts as the known phase (default: {MATCH_THRESHOLD})")
+                        help="cosine similarity, above 0 and at most 1, from which the nearest entry counts as "
+                             f"the known phase (default: {MATCH_THRESHOLD})")
     args = parser.parse_args(argv)
-    if args.top < 1:
-        parser.error(f"--top must be at least 1, got {args.top}")
-    if args.wavelength is not None and not args.wavelength > 0:
-        parser.error(f"--wavelength must be positive (Angstrom), got {args.wavelength}")
+    if not args.files and not args.build_library:
+        parser.error("give pattern files or folders (or --build-library)")
+    if not 1 <= args.top <= symmetry.n_classes("space_group"):
+        parser.error(f"--top must be from 1 to 230, got {args.top}")
+    if args.wavelength is not None and not 0.1 <= args.wavelength <= 10:
+        parser.error(f"--wavelength must be from 0.1 to 10 (Angstrom), got {args.wavelength}")
+    if not 0 < args.threshold <= 1:
+        parser.error(f"--threshold is a cosine similarity: above 0 and at most 1, got {args.threshold}")
     return args
 
 
@@ -327,18 +415,19 @@ def _fail(message) -> NoReturn:
     sys.exit(2)
 
 
-def load_model(args: argparse.Namespace) -> Classifier | Ensemble:
+def load_model(args: argparse.Namespace, radiation: str | None = None) -> Classifier | Ensemble:
     """The classifier the arguments name (``--model``, else the default of ``--radiation``), checked
     against ``--prior`` and ``--radiation``; exits with status 2 when it cannot answer."""
+    radiation = radiation or args.radiation
     try:
-        classifier = load_classifier(args.model or DEFAULT_MODELS[args.radiation])
+        classifier = load_classifier(args.model or DEFAULT_MODELS[radiation])
     except (FileNotFoundError, ValueError) as error:
         _fail(error)
     if args.prior and classifier.prior is None:
         _fail(f"{classifier.path}: the classifier has no class prior; leave --prior out")
-    if classifier.radiation != args.radiation:
+    if classifier.radiation != radiation:
         _fail(f"{classifier.path}: the classifier was trained on {classifier.radiation} patterns and cannot "
-              f"classify a {args.radiation} pattern; give a {args.radiation} model")
+              f"classify a {radiation} pattern; give a {radiation} model")
     return classifier
 
 
@@ -355,14 +444,41 @@ def load_search_library(args: argparse.Namespace, classifier) -> search_match.Li
         _fail(error)
 
 
-def classify_files(paths: list[Path], classifier, library, args: argparse.Namespace) -> list[dict]:
+def build_libraries(args: argparse.Namespace) -> None:
+    """``--build-library``: AMCSD's library for the default model of each radiation (or ``--model``'s)."""
+    for radiation in ([args.radiation] if args.model else RADIATIONS):
+        settings = search_match.settings_for(load_model(args, radiation))
+        search_match.default_library(settings)
+        print(f"{radiation}: {search_match.library_path(settings)}")
+
+
+def radiation_warnings(path: Path, args: argparse.Namespace, stated: float | None) -> list[str]:
+    """Hints that an X-ray run was given a neutron pattern: a neutron instrument's file format, or a
+    stated wavelength that no X-ray tube emits (none of the K-alpha lines of :data:`TUBE_LINES`)."""
+    if args.radiation != "xray":
+        return []
+    mode = args.format or sniff_format(path.read_text(errors="replace").splitlines()[:60])
+    if mode in NEUTRON_FORMATS:
+        return [f"{path}: the {mode!r} format is a neutron instrument's; for neutron data give --radiation neutron"]
+    if args.wavelength is None and stated is not None and min(abs(stated - w) for w in TUBE_LINES.values()) > 0.01:
+        return [f"{path}: the header states {stated:g} A, which no X-ray tube emits; for neutron data give "
+                "--radiation neutron (a synchrotron pattern needs nothing)"]
+    return []
+
+
+def classify_files(paths: list[Path], classifier, library, args: argparse.Namespace, *,
+                   in_folder: set[Path] = frozenset()) -> list[dict]:
     """The reports (:func:`report`, with the wavelength used) of files classified together, in one pass
     of the model and one pass over the library. A file that cannot be read or classified gets an
-    error report and one line on stderr."""
-    ready, errors = [], {}
+    error report and one line on stderr; a file found in a folder (``in_folder``) that is no pattern at
+    all is reported as skipped."""
+    ready, errors, skipped, warnings = [], {}, set(), {}
     for i, path in enumerate(paths):
         try:
+            if is_own_output(path):
+                raise NotAPatternError(path, f"a table written by {PROG}, not a pattern")
             two_theta, intensity, stated = read_pattern(path, format=args.format, with_wavelength=True)
+            warnings[i] = radiation_warnings(path, args, stated)
             wavelength = args.wavelength or stated or (CU_KALPHA1 if args.radiation == "xray" else None)
             if wavelength is None:
                 raise PatternFileError(path, "no wavelength given (--wavelength) and none stated in the file")
@@ -371,13 +487,20 @@ def classify_files(paths: list[Path], classifier, library, args: argparse.Namesp
         except (PatternFileError, ValueError) as error:
             message = " ".join(str(error).split())
             errors[i] = message if message.startswith(str(path)) else f"{path}: {message}"
-            print(f"{PROG}: error: {errors[i]}", file=sys.stderr)
+            if isinstance(error, NotAPatternError) and path in in_folder:
+                skipped.add(i)
+                print(f"{PROG}: skipped {errors[i]}", file=sys.stderr)
+            else:
+                print(f"{PROG}: error: {errors[i]}", file=sys.stderr)
+        for warning in warnings.get(i, []):
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
     results = answers(classifier, np.concatenate([r[2] for r in ready]),
                       None if library is None else np.stack([r[3] for r in ready]), library=library,
                       use_prior=args.prior, threshold=args.threshold) if ready else []
-    answered = {i: {**report(paths[i], result, top=args.top), "wavelength": wavelength}
+    answered = {i: {**report(paths[i], result, top=args.top, warnings=warnings[i]), "wavelength": wavelength}
                 for (i, wavelength, _, _), result in zip(ready, results)}
-    return [answered[i] if i in answered else report(path, None, top=args.top, error=errors[i])
+    return [answered[i] if i in answered else
+            report(path, None, top=args.top, error=errors[i], warnings=warnings.get(i, []), skipped=i in skipped)
             for i, path in enumerate(paths)]
 
 
@@ -386,22 +509,29 @@ def main(argv: list[str] | None = None) -> None:
 
     One file is answered as text (:func:`format_text`), several as a table (:func:`format_table`);
     ``--json`` prints one :func:`report` per line and ``--csv`` writes one :func:`summary_row` per file.
-    Exit status: 0 when every file was classified, 2 when any failed (each failure is one line on
-    stderr and, with --json or --csv, an error row) or when the classifier cannot be read.
+    In a folder, only files with a pattern suffix are read, never a table this command wrote, and a file
+    that is no pattern at all is skipped and named. Exit status: 0 when every pattern was classified, 2
+    when any failed (each failure is one line on stderr and an error row in every output) or when the
+    classifier cannot be read.
     """
     args = parse_arguments(argv)
+    if args.build_library:
+        build_libraries(args)
+        if not args.files:
+            return
     classifier = load_model(args)
     library = load_search_library(args, classifier)
-    files = pattern_files(args.files)
+    files = pattern_files(args.files, skip=[args.csv] if args.csv and str(args.csv) != "-" else [])
     if not files:
         _fail(f"no pattern files in {', '.join(map(str, args.files))}")
+    in_folder = {f for f in files if f not in set(map(Path, args.files))}
     many = len(files) > 1
     items = []
     with tqdm(total=len(files), desc="classifying", unit="file", file=sys.stderr,
               disable=not many or not sys.stderr.isatty()) as progress:
         for start in range(0, len(files), CHUNK):
             chunk = files[start: start + CHUNK]
-            for item in classify_files(chunk, classifier, library, args):
+            for item in classify_files(chunk, classifier, library, args, in_folder=in_folder):
                 items.append(item)
                 if args.json:
                     print(json.dumps(item), flush=True)
@@ -413,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
         write_csv(rows, args.csv)
     elif many and not args.json:
         print(format_table(rows))
-    failed = sum(item["error"] is not None for item in items)
+    failed = sum(item["error"] is not None and not item["skipped"] for item in items)
     if failed:
         if many:
             print(f"{PROG}: {failed} of {len(files)} files failed", file=sys.stderr)

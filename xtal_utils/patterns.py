@@ -13,7 +13,7 @@ Formats read (:func:`read_pattern` tells them apart by their content):
 
 A file that cannot be a powder pattern raises :class:`PatternFileError`, whose one-line message
 names the file and the problem. A wavelength stated in a header line (``wavelength: 1.912``,
-``Lambda: 1.2272 angstroms``) is returned when asked for.
+``Lambda1 0.7093``, ``Anode: Mo``) is returned when asked for.
 
 Patterns measured at another wavelength are moved onto the model's grid through the d-spacing,
 ``d = lambda / (2 sin theta)``, which is what the pattern really records.
@@ -32,9 +32,15 @@ import numpy as np
 
 MIN_POINTS = 50  # fewer samples than this cannot resolve a powder pattern
 MIN_COVERAGE = 0.5  # fraction of the model's 2-theta span that the measurement must cover
+TRUNCATED_SHARE = 0.05  # an instrument file whose last 5% of points or more are exactly zero was cut short
 MIN_SIGNAL = 1e-6  # fraction of the pattern's own range that must lie on the grid; less is rounding noise
 _NUMBER_ROW = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[\s,;]")
-_WAVELENGTH = re.compile(r"(wavelength|lambda|wave)[^0-9\n]{0,24}?(\d+\.\d+)", re.IGNORECASE)
+# 'Wavelength: 1.912', 'Lambda1 0.7093', 'wave length = 1.54', 'K-Alpha1 [A] 1.5406', 'alpha1 1.54056'
+_WAVELENGTH = re.compile(r"(wave\s*length|lambda|wave|alpha)\s*1?[^0-9\n]{0,24}?(\d+\.\d+)", re.IGNORECASE)
+# 'Anode: Cu', 'Target = Mo', 'Radiation: CuKa', 'Tube Co': the K-alpha1 line of the anode, Angstrom
+_ANODE = re.compile(r"(anode|target|tube|radiation)[^\n]{0,16}?\b(Cu|Co|Mo|Cr|Fe|Ag)(?=\b|K)", re.IGNORECASE)
+TUBE_LINES = {"Cu": 1.54056, "Co": 1.78897, "Mo": 0.70930, "Cr": 2.28970, "Fe": 1.93604, "Ag": 0.55941}
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+([\s;]+[-+]?\d+(,\d+)?)+\s*$")
 
 
 class PatternFileError(ValueError):
@@ -42,6 +48,10 @@ class PatternFileError(ValueError):
 
     def __init__(self, path, problem: str):
         super().__init__(f"{path}: {problem}")
+
+
+class NotAPatternError(PatternFileError):
+    """A file with no numeric rows at all: some other file, not a damaged pattern."""
 
 
 def read_pattern(path: str | Path, *, format: str | None = None, with_wavelength: bool = False):
@@ -82,13 +92,17 @@ def read_pattern(path: str | Path, *, format: str | None = None, with_wavelength
 
 
 def stated_wavelength(lines: list[str]) -> float | None:
-    """The wavelength (Angstrom) stated in the first header lines, or None."""
-    for line in lines[:40]:
-        if _NUMBER_ROW.match(line.strip() + " "):
-            continue
+    """The wavelength (Angstrom) stated in the first header lines, or None: a number after a wavelength
+    keyword (:data:`_WAVELENGTH`), else the K-alpha1 line of a named anode (:data:`TUBE_LINES`)."""
+    header = [line for line in lines[:40] if not _NUMBER_ROW.match(line.strip() + " ")]
+    for line in header:
         found = _WAVELENGTH.search(line)
         if found and 0.1 <= float(found.group(2)) <= 10:
             return float(found.group(2))
+    for line in header:
+        found = _ANODE.search(line)
+        if found:
+            return TUBE_LINES[found.group(2).capitalize()]
     return None
 
 
@@ -122,6 +136,9 @@ def _read_columns(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarray]
     rows, widths = [], set()
     for number, line in enumerate(lines, 1):
         text = line.strip()
+        if _DECIMAL_COMMA.match(text):
+            raise PatternFileError(path, f"line {number} uses decimal commas ({text[:40]!r}); "
+                                   "write the numbers with decimal points")
         if not text or text[0] in "#!;%'\"" or not (_NUMBER_ROW.match(text + " ") or text.lower().startswith("nan")):
             continue  # header or comment
         fields = [f for f in re.split(r"[\s,;]+", text) if f]
@@ -132,12 +149,15 @@ def _read_columns(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarray]
         widths.add(len(values))
         rows.append(values)
     if not rows:
-        raise PatternFileError(path, "no numeric rows found; expected columns of 2-theta and intensity")
+        raise NotAPatternError(path, "not a pattern file: no numeric rows; expected columns of 2-theta and intensity")
     if len(widths) > 1:
         raise PatternFileError(path, f"rows have different numbers of columns: {sorted(widths)}")
     width = widths.pop()
     if width not in (2, 3):
-        raise PatternFileError(path, f"expected 2 or 3 columns (2-theta, intensity[, sigma]), found {width}")
+        hint = ""
+        if width in (4, 6) and all("," in line for line in lines if _NUMBER_ROW.match(line.strip() + " ")):
+            hint = "; if the numbers use decimal commas (10,5), write them with decimal points"
+        raise PatternFileError(path, f"expected 2 or 3 columns (2-theta, intensity[, sigma]), found {width}{hint}")
     data = np.asarray(rows)
     return data[:, 0], data[:, 1]
 
@@ -208,7 +228,13 @@ def _read_crysfml(path: Path, mode: str) -> tuple[np.ndarray, np.ndarray]:
     keep = two_theta > 0  # FullProf files often start at 2-theta = 0, where no detector sits
     if not keep.any():
         raise PatternFileError(path, f"CrysFML's {mode!r} reader found no points")
-    return two_theta[keep], intensity[keep]
+    two_theta, intensity = two_theta[keep], intensity[keep]
+    nonzero = np.flatnonzero(intensity)
+    padded = len(intensity) - 1 - (nonzero[-1] if len(nonzero) else -1)
+    if padded >= max(10, TRUNCATED_SHARE * len(intensity)):
+        raise PatternFileError(path, f"the last {padded} of {len(intensity)} points are exactly zero: the file "
+                               "looks truncated (CrysFML fills the points a file lacks with zeros)")
+    return two_theta, intensity
 
 
 def check_pattern(two_theta, intensity, *, source="pattern") -> None:
@@ -229,6 +255,9 @@ def check_pattern(two_theta, intensity, *, source="pattern") -> None:
                                "expected degrees within (0, 180)")
     if np.ptp(intensity) <= 0:
         raise PatternFileError(source, "the intensity is constant: no signal")
+    if np.count_nonzero(intensity) < MIN_POINTS:
+        raise PatternFileError(source, f"only {np.count_nonzero(intensity)} of {len(intensity)} points have a non-zero "
+                               f"intensity; at least {MIN_POINTS} are needed")
 
 
 def to_d_spacing(two_theta, wavelength: float) -> np.ndarray:

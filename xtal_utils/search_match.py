@@ -19,7 +19,8 @@ wider than the simulations used for training, which tolerates small mismatches o
 
 The database is AMCSD (larixite's copy), simulated once per setting with
 :class:`xtal_utils.diffraction.PowderSimulator` (:func:`xtal_utils.pattern_sets.amcsd_set`); the
-prepared library is cached under ``data/cache/search_match`` (:func:`default_library`).
+prepared library is cached in the user's cache directory (:func:`default_library`,
+:data:`xtal_utils.paths.USER_CACHE`).
 
     library = default_library()
     library.search(two_theta, intensity, wavelength=1.5418)   # a DataFrame of the nearest entries
@@ -42,7 +43,7 @@ from xtal_utils import symmetry
 from xtal_utils.config import atomic_path, cache_key, to_jsonable
 from xtal_utils.crystals.databases import amcsd_minerals
 from xtal_utils.diffraction import CU_KALPHA1, SIMULATOR_VERSION
-from xtal_utils.paths import CACHE
+from xtal_utils.paths import USER_CACHE
 from xtal_utils.pattern_sets import Grid, amcsd_set
 from xtal_utils.patterns import MIN_COVERAGE, check_pattern, resample, to_d_spacing, to_two_theta
 
@@ -280,19 +281,26 @@ def load_library(path) -> Library:
     return Library(patterns, table, settings)
 
 
-def default_library(settings: SearchSettings | None = None, *, progress: bool = True) -> Library:
-    """AMCSD's library for ``settings`` (defaults: :class:`SearchSettings`), read from
-    ``data/cache/search_match/`` and built there on first use (a few minutes: AMCSD is parsed and
-    simulated)."""
-    settings = settings or SearchSettings()
+def library_path(settings: SearchSettings) -> Path:
+    """Where :func:`default_library` keeps AMCSD's library for ``settings``: the user's cache directory,
+    one file per grid, wavelength, radiation, peak width and intensity scale."""
     key = {k: v for k, v in to_jsonable(settings).items() if k not in ("zero_shifts", "strains", "min_coverage")}
     key = {"settings": key, "simulator": SIMULATOR_VERSION, "larixite": version("larixite"), "stored": "float32"}
-    path = CACHE / "search_match" / f"amcsd-{cache_key(key)}.npz"
+    return USER_CACHE / "search_match" / f"amcsd-{cache_key(key)}.npz"
+
+
+def default_library(settings: SearchSettings | None = None, *, progress: bool = True) -> Library:
+    """AMCSD's library for ``settings`` (defaults: :class:`SearchSettings`), read from the user's cache
+    directory (:func:`library_path`) and built there on first use: a few minutes, as AMCSD is parsed and
+    simulated, with progress bars when ``progress``."""
+    settings = settings or SearchSettings()
+    path = library_path(settings)
     if path.is_file():
         library = load_library(path)
         return dataclasses.replace(library, settings=settings)  # tolerances are applied at search time
     if progress:
-        print(f"building the search-match library (AMCSD simulated, once) in {path} ...", file=sys.stderr)
+        print(f"building the search-match library for {settings.radiation} at {settings.wavelength:g} A "
+              f"(AMCSD parsed and simulated once, a few minutes) in {path} ...", file=sys.stderr)
     library = amcsd_library(settings, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_library(library, path)

@@ -31,7 +31,7 @@ import pandas as pd
 import spglib
 
 from xtal_utils.config import cache_key, write_json_atomic
-from xtal_utils.paths import CACHE, DATA
+from xtal_utils.paths import CACHE, TABLES
 
 N_SPACE_GROUPS = 230
 HKL_MAX = 6  # absences are compared for |h|, |k|, |l| <= HKL_MAX; enough for every screw and glide
@@ -40,7 +40,7 @@ CRYSTAL_SYSTEMS = (
 )
 GROUPINGS = ("family", "system")
 KINDS = ("space_group", "extinction_group")  # what a model predicts
-REFERENCE_CSV = DATA / "extinction_groups" / "extinction_groups_99.csv"
+REFERENCE_CSV = TABLES / "extinction_groups_99.csv"
 
 # The International Tables give distinct extinction symbols to groups whose absences coincide:
 # the 3_1/3_2 screws (trigonal) against 6_2/6_4 (hexagonal), and P2_13 (Laue class m-3) against
@@ -151,6 +151,34 @@ def absences(space_group: int) -> frozenset[tuple[int, int, int]]:
 def space_group_symbol(space_group: int) -> str:
     """Short Hermann-Mauguin symbol in spglib's reference setting, e.g. 'P2_1/c' for 14."""
     return spglib.get_spacegroup_type(_hall_numbers()[check_space_group(space_group)]).international_short
+
+
+@cache
+def space_group_name(space_group: int) -> str:
+    """Full Hermann-Mauguin symbol in the standard setting of the International Tables (unique axis b,
+    cell choice 1), screws written 21, e.g. 'P 1 21/c 1' for 14."""
+    full = spglib.get_spacegroup_type(_hall_numbers()[check_space_group(space_group)]).international_full
+    return full.replace("_", "")
+
+
+# Names use the standard setting of the space-group symbols (spglib's reference setting). The reference
+# table writes monoclinic extinction symbols with the unique axis first (a); here it is b, cell choice 1
+# (with C centring, an n glide perpendicular to b is a c glide). Twelve orthorhombic symbols of the table
+# hold in no member's standard setting; here they are permuted to the setting of their lowest-numbered
+# member that they fit. tests/test_symmetry.py reads each name's absences back against spglib.
+_STANDARD_SETTING = {"P - 1 1": "P 1 - 1", "P 21 1 1": "P 1 21 1", "P b 1 1": "P 1 c 1",
+                     "P 21/b 1 1": "P 1 21/c 1", "C - 1 1": "C 1 - 1", "C n 1 1": "C 1 c 1",
+                     "P - 21 21": "P 21 21 -", "P - a a": "P c c -", "P - a b": "P c a -", "P - a n": "P n c -",
+                     "P - c b": "P b a -", "P - c n": "P n a -", "P - n n": "P n n -", "P b a a": "P c c a",
+                     "P b n b": "P c c n", "P b n n": "P n n a", "I - c b": "I b a -", "F - d d": "F d d -"}
+
+
+def extinction_group_name(extinction_group: int) -> str:
+    """The printed name of an extinction group (1..99), unique among the 99: its extinction symbol in
+    the standard setting and its crystal family, e.g. 'P - - - (cubic)' or 'P 1 21/c 1 (monoclinic)'."""
+    table = extinction_table("family")
+    row = table.iloc[space_groups_in(extinction_group) and int(extinction_group) - 1]
+    return f"{_STANDARD_SETTING.get(row.symbol, row.symbol)} ({row.lattice})"
 
 
 def _canonical_absences(space_group: int) -> frozenset:
