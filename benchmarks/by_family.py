@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from xtal_utils.config import provenance
 from xtal_utils.paths import BENCHMARK_RESULTS as RESULTS
-from xtal_utils.rruff import model_eg, rruff_inputs
+from xtal_utils.rruff import final_answer, model_eg, rruff_inputs
 
 
 
@@ -46,7 +46,7 @@ def top5(p: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from xtal_utils import classify, evaluate, experiments as ex, identify, pattern_sets as ps, symmetry
+    from xtal_utils import classify, evaluate, experiments as ex, pattern_sets as ps, symmetry
     from xtal_utils.diffraction import CU_KALPHA1, PowderSimulator
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,10 +56,9 @@ def main() -> None:
     classifier = classify.load_classifier(args.model, device="cpu")
     eg_family = np.array([symmetry.crystal_family(int(m[0])) for m in symmetry.extinction_table()["space_groups"]])
 
-    rruff = rruff_inputs(threshold=identify.MATCH_THRESHOLD)
+    rruff = rruff_inputs()
     measured = model_eg(classifier, rruff, use_prior=None)
-    final = identify.final_answers(measured, rruff["match_eg"], rruff["best"], rruff["types_eg"],
-                                   family=identify.classifier_family_weights(classifier))[0]
+    final = final_answer(measured, rruff)  # cross-validated, as notebook 08 scores it
     data = ps.amcsd_set()
     splits, _ = ex.real_splits(data, deduplicated=True, condition="deduplicated", seed=0,
                                valid=data.valid(ps.Grid(n_points=1024)))
@@ -114,7 +113,7 @@ def main() -> None:
         factor = np.array([ratio[f] ** w for f in eg_family])
         model = measured * factor
         model /= model.sum(axis=1, keepdims=True)
-        answer = identify.final_answers(model, rruff["match_eg"], rruff["best"], rruff["types_eg"])[0]  # no family shift: the oracle is one
+        answer = final_answer(model, rruff, family_shift=False)  # no family shift: the oracle is one
         cells = []
         for p_ in (model, answer):
             for subset in (np.ones(len(truth), bool), ~rruff["known"]):

@@ -14,7 +14,7 @@ Training is checkpointed in ``data/cache/stream_models/`` and resumes when inter
 
 The scores, on the 454 measured RRUFF development patterns, in extinction groups: the model with
 and without its prior, the frequency prior, search-match against AMCSD (``xtal_utils.search_match``)
-and the final answer of ``xtal-classify`` (``xtal_utils.identify.final_answers``), on all patterns and
+and the cross-validated final answer of ``xtal-classify`` (``xtal_utils.rruff.final_answer``), on all patterns and
 split by whether AMCSD holds a close twin (best similarity >= the threshold). Nothing here is tuned on
 RRUFF: the recipe's settings were fixed before it was scored. Results go to
 ``benchmarks/results/stream_classifier.json`` with their provenance.

@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from xtal_utils import classify as classify_module
-from xtal_utils import evaluate, identify, search_match, symmetry
+from xtal_utils import search_match, symmetry
 from xtal_utils.classify import (Classifier, Ensemble, classify, load_classifier, save_classifier,
                                  save_ensemble)
 from xtal_utils.evaluate import fit_prior_weight
-from xtal_utils.identify import (answers, classifier_family_weights, combine, family_weights, final_answers, main,
-                                 split_half_answers)
+from xtal_utils.identify import main
 from xtal_utils.models import ResNet1d
 from xtal_utils.paths import ROOT
 from xtal_utils.patterns import to_d_spacing, to_two_theta
@@ -434,77 +433,11 @@ def test_a_partly_covered_pattern_is_compared_over_its_window(tmp_path):
     library = load_library(_library(tmp_path))
     two_theta, intensity = _pattern(peaks=(4.5, 3.3, 2.2, 1.8))
     part = (two_theta > 30) & (two_theta < 75)  # about half of the 5-90 degree grid, two of its peaks
-    query = np.interp(library.settings.two_theta, two_theta[part], intensity[part], left=0, right=0)
+    query = np.interp(library.settings.two_theta, two_theta[part], intensity[part], left=np.nan, right=np.nan)
     similarity = library.similarities(query[None])[0]
     assert similarity.argmax() == 1 and similarity[1] > 0.98  # over the full grid the cosine would be far lower
     full = library.similarities(np.interp(library.settings.two_theta, two_theta, intensity)[None])[0]
     assert similarity[1] == pytest.approx(full[1], abs=0.02)
-
-
-def test_combine_trusts_a_close_match_only():
-    model, match = np.full(99, 1 / 99), np.eye(99)[13]
-    final, trust = combine(model, match, 0.95, threshold=0.7, weight=0.9)
-    assert trust == "match" and final.argmax() == 13 and final.sum() == pytest.approx(1.0)
-    assert combine(model, match, 0.5, threshold=0.7)[1] == "model"
-    np.testing.assert_array_equal(combine(model, match, 0.5, threshold=0.7)[0], model)
-    assert combine(model, None, None)[1] == "model"
-
-
-def test_the_shortlist_reranks_the_model_by_the_nearest_structure_types():
-    model = np.full(99, 0.5 / 97)
-    model[[4, 9]] = 0.25  # the model cannot tell group 5 from group 10
-    types = np.eye(99)[9]  # the nearest entries in the square-root view are all of group 10
-    final, trust = combine(model, None, None, types)
-    assert trust == "model" and final.argmax() == 9 and final.sum() == pytest.approx(1.0)
-    assert final[4] > final[50]  # lowered, not ruled out: group 5 stays second
-    np.testing.assert_allclose(combine(model, None, None, types, power=0.0)[0], model)
-    match = np.eye(99)[13]
-    final, known = final_answers(np.stack([model, model]), np.stack([match, match]), np.array([0.9, 0.5]),
-                                 np.stack([types, types]), threshold=0.7, weight=0.9)
-    assert known.tolist() == [True, False]
-    assert final[0].argmax() == 13 and final[1].argmax() == 9
-    assert np.argsort(-final[0])[1] == 9  # under a close match, the shortlist ranks the rest
-
-
-def test_the_family_shift_weighs_families_by_measured_over_training_shares(tmp_path, sg_model, sg_path):
-    training, measured = [0.01, 0.2, 0.2, 0.19, 0.2, 0.2], [0.16, 0.2, 0.2, 0.04, 0.2, 0.2]  # evaluate.FAMILIES order
-    weights = family_weights(measured, training, power=0.5)
-    triclinic, tetragonal, cubic = symmetry.extinction_group(2) - 1, symmetry.extinction_group(123) - 1, 93
-    assert weights[triclinic] == pytest.approx(4.0) and weights[tetragonal] == pytest.approx(np.sqrt(4 / 19))
-    assert weights[cubic] == pytest.approx(1.0)
-    model = np.full(99, 0.5 / 97)
-    model[[triclinic, tetragonal]] = 0.25
-    final = final_answers(model[None], family=weights)[0]
-    assert final.argmax() == triclinic and final.sum() == pytest.approx(1.0)
-    # carried by the classifier file; --no-prior (use_prior=False) and no library leave it out
-    assert classifier_family_weights(sg_model) is None
-    shifted = dataclasses.replace(sg_model, metadata={**sg_model.metadata,
-                                                      "family_shares": {"training": training, "measured": measured}})
-    np.testing.assert_allclose(classifier_family_weights(shifted), weights)
-    library = load_library(_library(tmp_path))
-    inputs, queries = identify.prepare(shifted, library, *_pattern(peaks=(6.1, 3.7, 2.05)), wavelength=CU)
-    plain = answers(sg_model, inputs, queries[None], library=library)[0]
-    on = answers(shifted, inputs, queries[None], library=library)[0]
-    off = answers(shifted, inputs, queries[None], library=library, use_prior=False)[0]
-    assert on.trust == plain.trust == "model"  # no close match: the final answer is the shortlist, times the weights
-    np.testing.assert_allclose(on.final, plain.final * weights / (plain.final * weights).sum(), rtol=1e-6)
-    np.testing.assert_allclose(on.model, plain.model)  # the model's own answer is left as it is
-    np.testing.assert_allclose(off.final, answers(sg_model, inputs, queries[None], library=library,
-                                                  use_prior=False)[0].final)
-
-
-def test_split_half_answers_each_half_with_shares_from_the_other():
-    rng = np.random.default_rng(1)
-    model, types = rng.dirichlet(np.ones(99), 10), rng.dirichlet(np.ones(99), 10)
-    match, best, training = rng.dirichlet(np.ones(99), 10), np.linspace(0.5, 0.9, 10), np.full(6, 1 / 6)
-    halves = list(split_half_answers(model, match, best, types, training, draws=3))
-    assert len(halves) == 6
-    for (rows_a, _), (rows_b, _) in zip(halves[::2], halves[1::2]):
-        assert sorted(np.concatenate([rows_a, rows_b]).tolist()) == list(range(10))  # the two halves, both ways
-    rows, final = halves[0]
-    fit = halves[1][0]
-    family = family_weights(evaluate.estimate_family_shares(model[fit], training), training)
-    np.testing.assert_allclose(final, final_answers(model[rows], match[rows], best[rows], types[rows], family=family)[0])
 
 
 def test_a_rescaled_library_is_the_library_prepared_with_that_scale(tmp_path):
@@ -537,8 +470,9 @@ def test_batch_folder_json_csv_and_a_bad_file(tmp_path, sg_path, capsys):
     assert known["trust"] == "match" and known["matches"][0]["entry_id"] == "2"
     assert known["final"][0]["label"] == symmetry.extinction_group(14)  # the match's group leads
     assert new["trust"] == "model" and new["error"] is None
-    # no close match: the model's answer re-ranked by the groups of the nearest entries (the shortlist)
-    assert new["final"] != new["model"] and new["final"][0]["label"] in set(symmetry.extinction_groups([225, 14, 62]))
+    # no twin, and a classifier file without a fitted fusion: the final answer is the model's own
+    assert [r["label"] for r in new["final"]] == [r["label"] for r in new["model"]]
+    np.testing.assert_allclose([r["probability"] for r in new["final"]], [r["probability"] for r in new["model"]])
     assert bad["error"].startswith(str(folder / "c_bad.xy")) and "NaN" in bad["error"] and bad["final"] == []
     assert "1 of 3 files failed" in captured.err
     table = tmp_path / "table.csv"

@@ -185,6 +185,7 @@ def test_06_resolution():
 def test_08_measured():
     from xtal_utils.classify import load_classifier
     from xtal_utils.config import resolve
+    from xtal_utils.fusion import FEATURES, Fusion
 
     m = _run("08_measured")
     smoke = load_preset("smoke")
@@ -204,8 +205,17 @@ def test_08_measured():
     assert (resolve(smoke["model_dir"]) / "MODEL_CARD.md").exists()
     # search-match, the split by close twin, the final answer
     assert m["n_close_twin"] + m["n_novel"] == m["n_measured"]
-    for key in ("search_eg", "final_eg", "final_no_shortlist_eg", "final_no_family_eg", "final_split_half_eg"):
+    for key in ("search_eg", "final_eg", "final_no_shortlist_eg", "final_mineral_eg"):
         assert 0.0 <= m[f"{key}_top1"] <= m[f"{key}_top5"] <= 1.0
+    assert m["n_close_twin"] <= m["n_close_by_similarity_alone"]  # a twin needs peaks as well as a cosine
+    for who in ("final", "model"):
+        for subset in ("all", "close_twin", "no_close_twin"):
+            assert 0.0 <= m[f"ece_{who}_{subset}"] <= 1.0 and 0.0 < m[f"ece_floor_{who}_{subset}"] <= 1.0
+    # the fusion that ships is the one fitted here, with and without the family shift
+    fitted = {key: Fusion.from_dict(value) for key, value in classifier.metadata["fusion"].items()}
+    assert set(fitted) == {"with_family", "without_family"} and m["fusion"] == classifier.metadata["fusion"]
+    assert fitted["without_family"].novel[FEATURES.index("family")] == 0.0
+    assert fitted["with_family"].min_peaks == m["min_matched_peaks"]
     for shares in ("family_shares_training", "family_shares_estimated", "family_shares_true"):
         assert sum(m[shares].values()) == pytest.approx(1.0) and min(m[shares].values()) >= 0
     assert classifier.metadata["family_shares"]["measured"] == pytest.approx(

@@ -67,9 +67,9 @@ def test_a_measured_rruff_pattern_file(tmp_path):
     ("NaCl", Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])),
     # diamond Si (Fd-3m, extinction group 97, F d - -): a strict expected failure of the single AMCSD model
     # of 25 passes (F d - - outside its top 5). The shipped AMCSD member of 75 passes ranks F - - - first
-    # (51%) and F d - - second (21%); the stream member ranks F d - - first (66%): it learned the d-glide's
-    # extra absences (200, 420, ...) from random crystals. The ensemble ranks it first (46.2%), just above
-    # F - - - (45.6%)
+    # (47%) and F d - - second (16%); the stream member ranks F d - - first (66%): it learned the d-glide's
+    # extra absences (200, 420, ...) from random crystals. The ensemble ranks it second (43.1%), just below
+    # F - - - (46.1%)
     ("Si", Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])),
 ])
 def test_a_simulated_pattern_of_a_known_structure(tmp_path, name, structure):

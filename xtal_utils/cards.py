@@ -17,6 +17,7 @@ import numpy as np
 
 from xtal_utils.classify import Classifier, Ensemble, load_classifier
 from xtal_utils.config import atomic_path
+from xtal_utils.fusion import FEATURES
 
 XRAY_MODEL, XRAY_CARD = "xtal-classify-xray.pt", "MODEL_CARD.md"
 NEUTRON_MODEL, NEUTRON_CARD = "xtal-classify-neutron.pt", "xtal-classify-neutron.md"
@@ -29,6 +30,11 @@ def _n_parameters(member: Classifier) -> int:
 def _augmentations(augmentation: dict) -> str:
     """An augmentation preset as its Python dict, ranges as tuples (the form of ``ps.augmentation_key``)."""
     return repr({name: tuple(v) if isinstance(v, list) else v for name, v in augmentation.items()})
+
+
+def _weights(values) -> str:
+    """Fusion weights named by feature, e.g. 'model 0.91, shortlist 0.40'; zero weights left out."""
+    return ", ".join(f"{name} {value:.2f}" for name, value in zip(FEATURES, values) if value)
 
 
 def _pct(value, spec: str = ".1%") -> str:
@@ -48,7 +54,7 @@ def xray_card(classifier: Ensemble, config: dict, metrics: dict) -> str:
     first, stream = classifier.members
     meta, fm, sm = classifier.metadata, first.metadata, stream.metadata
     recipe = sm.get("recipe", {})
-    constants, shares = meta["final_answer_constants"], meta["family_shares"]
+    shares, fitted, plain = meta["family_shares"], meta["fusion"]["with_family"], meta["fusion"]["without_family"]
     m = metrics
     low, high = classifier.two_theta_range
 
@@ -106,25 +112,31 @@ from `{config['stream_member']}`.
 {row("frequency prior (AMCSD), never looks at the pattern", "prior")}
 {eg_row("search-match against AMCSD (no learning)", "search")}
 {eg_row("final answer without the shortlist (the close match's groups first, else the ensemble's)", "final_no_shortlist")}
-{eg_row("final answer without the family shift", "final_no_family")}
+{eg_row("final answer with the mineral prior (`--mineral-prior`, the family shift)", "final_mineral")}
 {eg_row("final answer: this ensemble with search-match (`xtal-classify`)", "final")}
-{eg_row("the same, its family shares estimated on the other half of the patterns (mean of 40 halves)", "final_split_half")}
 
-**How the final answer is made** (`xtal_utils.identify`): the ensemble's extinction-group probabilities times
-(the scores of the nearest AMCSD entries in the `{constants['shortlist_view']}` view, sharpness {constants['shortlist_sharpness']:g},
-plus {constants['shortlist_floor']:g}) to the power {constants['shortlist_power']:g}, and times each crystal family's
-(share among measured minerals / share in AMCSD's training split) to the power {constants['family_shift_power']:g},
-normalised: the shortlist. The shares ({", ".join(shares['families'])}) are {", ".join(f"{v:.3f}" for v in shares['training'])}
-in training and {", ".join(f"{v:.3f}" for v in shares['measured'])} estimated for measured minerals, from this ensemble's
-answers on the RRUFF development patterns without their labels (Saerens et al. 2002, by crystal family); they are
-stored in this file, and `--no-prior` turns them off with the class prior. With a
-linear match of similarity at least {config['match_threshold']}, {constants['match_weight']:.0%} of the probability goes to
-the matched entries' groups and the rest to the shortlist. These constants were chosen on the RRUFF development
-patterns; `benchmarks/final_answer.py` re-chooses them on four fifths of the patterns and scores the fifth
-(its output is in `benchmarks/results/final_answer.json`).
+The final answers' numbers are cross-validated: each pattern answered by fusion weights fitted on the others.
 
-On the {m['n_novel']} patterns without a close AMCSD twin (best similarity < {config['match_threshold']}), this ensemble
-reaches {_pct(m['shipped_novel_eg_top1'])} top-1 and {_pct(m['shipped_novel_eg_top5'])} top-5, search-match {_pct(m['search_novel_eg_top1'])} top-1.
+**How the final answer is made** (`xtal_utils.fusion`): a conditional logit over the 99 extinction groups
+whose features are the ensemble's log-probabilities, a mark on its first choice, the log-scores of the nearest
+AMCSD entries' groups in the square-root and linear views, and each crystal family's log (share among measured
+minerals / share in AMCSD's training split). Its weights, one set for patterns with a twin (similarity at least
+{fitted['threshold']:g} and at least {fitted['min_peaks']} peaks explained) and one for the others, were fitted by maximum
+likelihood on the RRUFF development patterns and are stored in this file (the default, without the family shift:
+novel {_weights(plain['novel'])}; twin {_weights(plain['known'])}). The family shares ({", ".join(shares['families'])})
+are {", ".join(f"{v:.3f}" for v in shares['training'])} in training and {", ".join(f"{v:.3f}" for v in shares['measured'])}
+estimated for measured minerals, from this ensemble's answers on the RRUFF development patterns without their
+labels (Saerens et al. 2002, by crystal family): a prior for minerals, applied only with `--mineral-prior` (a
+second fusion, fitted with it, then answers).
+
+Calibration of the final answer (expected calibration error, cross-validated; in brackets the 95th percentile of
+what a perfectly calibrated answer shows by chance on as many patterns): all {m['ece_final_all']:.3f}
+({m['ece_floor_final_all']:.3f}), with a twin {m['ece_final_close_twin']:.3f} ({m['ece_floor_final_close_twin']:.3f}),
+without one {m['ece_final_no_close_twin']:.3f} ({m['ece_floor_final_no_close_twin']:.3f}).
+
+On the {m['n_novel']} patterns without a twin, this ensemble reaches {_pct(m['shipped_novel_eg_top1'])} top-1 and
+{_pct(m['shipped_novel_eg_top5'])} top-5, the final answer {_pct(m['final_novel_eg_top1'])} and {_pct(m['final_novel_eg_top5'])},
+search-match {_pct(m['search_novel_eg_top1'])} top-1.
 
 Margin over the prior in extinction-group top-5: {100 * m['margin_eg_top5']:+.1f} percentage points.
 

@@ -1,26 +1,19 @@
 """The answer a crystallographer gets for a measured pattern: the model's extinction groups beside the
 closest database entries, and which of the two to trust. Also the ``xtal-classify`` command.
 
-The final answer is built in three steps:
+The **final answer** joins the model's probabilities, the groups of the nearest entries in two views of
+the database (:mod:`xtal_utils.search_match`) and, for minerals, a crystal-family shift, in one calibrated
+model (:mod:`xtal_utils.fusion`) whose weights a classifier file carries (``metadata['fusion']``, fitted by
+notebook 08 on measured patterns). A pattern whose nearest entry is a **twin** (close by cosine, and
+explaining enough of its peaks) is a known phase, and ``trust`` is 'match'; otherwise the pattern is
+probably a structure the database does not hold, and ``trust`` is 'model'.
 
-- the **shortlist**: the model's probabilities times the scores of the groups of the nearest database
-  entries in a square-root view of the patterns (:meth:`xtal_utils.search_match.Library.rescaled`),
-  those scores plus ``SHORTLIST_FLOOR`` raised to ``SHORTLIST_POWER``, normalised. Square roots
-  weigh where the peaks are over how strong they are, so these entries are the structure types near
-  the pattern even when none is its twin; the model's answer is re-ranked by them;
-- the shortlist is also weighted by crystal family, when the classifier file carries family shares
-  (``metadata['family_shares']``): each family by (its share among measured minerals / its share in the
-  training data) ** ``FAMILY_SHIFT_POWER``. The measured shares are estimated without labels from the
-  classifier's answers on measured patterns (:func:`xtal_utils.evaluate.estimate_family_shares`); they
-  correct the training database's lack of low-symmetry minerals. ``use_prior=False`` (``--no-prior``)
-  turns this off with the class prior, for a sample unlike the usual minerals;
-- a close database match (cosine similarity of the linear patterns at least ``threshold``, see
-  :mod:`xtal_utils.search_match`) means a known phase: the matched entries' extinction groups then
-  come first (``match_weight`` of the probability, the shortlist the rest), and ``trust`` is 'match'.
-  Without a close match the pattern is probably a structure the database does not hold, the final
-  answer is the shortlist and ``trust`` is 'model'.
-
-The constants were chosen on RRUFF dev (``benchmarks/final_answer.py`` scores them).
+The family shift weights each crystal family by its share among measured minerals over its share in the
+training data (``metadata['family_shares']``, estimated without labels by
+:func:`xtal_utils.evaluate.estimate_family_shares`): it corrects the training database's lack of
+low-symmetry minerals, and is a prior for samples like them. It is off unless asked for
+(``mineral_prior=True``, ``--mineral-prior``): the tool meets synthetic compounds, films and pellets too, and a
+prior for minerals would mislead there.
 
 From the shell::
 
@@ -49,18 +42,14 @@ from xtal_utils.classify import (DEFAULT_MODEL, DEFAULT_MODELS, RADIATIONS, Clas
                                  ranked)
 from xtal_utils.config import atomic_path, to_jsonable
 from xtal_utils.diffraction import CU_KALPHA1
-from xtal_utils.evaluate import coarse_matrix, estimate_family_shares
+from xtal_utils.evaluate import coarse_matrix
+from xtal_utils.fusion import MATCH_THRESHOLD, UNFITTED, Fusion, features, fuse, twins
 from xtal_utils.patterns import TUBE_LINES, NotAPatternError, PatternFileError, read_pattern, sniff_format
 
 PATTERN_SUFFIXES = (".xy", ".xye", ".csv", ".dat", ".txt", ".gsa", ".gss", ".fxye", ".gsas", ".raw")
 NEUTRON_FORMATS = ("d1a", "d1b", "d2b", "3t2", "d20", "hrpt", "g41", "nls")  # CrysFML modes of neutron instruments
-MATCH_THRESHOLD = 0.7  # cosine similarity of the nearest entry above which the phase counts as known
-MATCH_WEIGHT = 0.9  # share of the final probability given to the matched entries' groups
 SHORTLIST_VIEW = "sqrt"  # intensity scale of the library view whose nearest entries re-rank the model's answer
 SHORTLIST_SHARPNESS = 30.0  # of that view's extinction-group scores (Library.extinction_group_scores)
-SHORTLIST_POWER = 1.0  # exponent of those scores in the shortlist; 0 = the model's answer alone
-SHORTLIST_FLOOR = 1e-3  # added to those scores, so that a group no near entry has is lowered, not ruled out
-FAMILY_SHIFT_POWER = 0.5  # exponent of (measured / training family share); damped: the estimate overshoots
 TOP_MATCHES = 5
 CHUNK = 32  # files classified together in the command
 PROG = "xtal-classify"
@@ -75,10 +64,14 @@ class Answer:
     model_space_groups: np.ndarray | None  # (230,) for a space-group classifier, else None
     matches: list[dict]  # the nearest database entries, best first
     trust: str  # 'match' or 'model'
+    matched_peaks: int | None = None  # peaks of the pattern that the nearest entry explains (None: no search)
+    family_shift: bool = False  # whether the final answer applied the crystal-family prior for minerals
+    rule: tuple[float, int] | None = None  # the twin rule applied: least similarity, least matched peaks
 
 
-def family_weights(measured_shares, training_shares, power: float = FAMILY_SHIFT_POWER) -> np.ndarray:
-    """(99,) each extinction group's weight: (its family's measured share / training share) ** power.
+def family_weights(measured_shares, training_shares, power: float = 1.0) -> np.ndarray:
+    """(99,) each extinction group's weight: (its family's measured share / training share) ** power (the
+    fusion's ``family`` weight acts as the power).
 
     Shares are over :data:`xtal_utils.evaluate.FAMILIES`."""
     training = np.clip(np.asarray(training_shares, dtype=np.float64), 1e-6, None)
@@ -92,71 +85,54 @@ def classifier_family_weights(classifier) -> np.ndarray | None:
     return None if shares is None else family_weights(shares["measured"], shares["training"])
 
 
-def final_answers(model_eg: np.ndarray, match_eg: np.ndarray | None = None, best_similarity=None,
-                  types_eg: np.ndarray | None = None, *, threshold: float = MATCH_THRESHOLD,
-                  weight: float = MATCH_WEIGHT, power: float = SHORTLIST_POWER,
-                  floor: float = SHORTLIST_FLOOR,
-                  family: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The final extinction-group probabilities (batch, 99) and which patterns have a close match (batch,).
+def classifier_fusion(classifier, family: bool) -> Fusion:
+    """The fitted fusion that a classifier file carries (``metadata['fusion']``), with or without the family
+    shift, or :data:`xtal_utils.fusion.UNFITTED`."""
+    fitted = (getattr(classifier, "metadata", None) or {}).get("fusion")
+    key = "with_family" if family else "without_family"
+    return Fusion.from_dict(fitted[key]) if fitted and key in fitted else UNFITTED
+
+
+def search(library, queries: np.ndarray) -> dict:
+    """What the final answer needs from search-match for queries (batch, n_variants, m): the linear view's
+    similarities (batch, n), group scores and best similarity, the peaks of each pattern that its nearest
+    entry explains, and the square-root view's group scores."""
+    similarity = library.similarities(queries)
+    nearest = similarity.argmax(axis=1)
+    _, matched = library.matched_peaks(queries, nearest)
+    view = library.rescaled(SHORTLIST_VIEW)
+    return {"similarity": similarity, "best": similarity[np.arange(len(nearest)), nearest], "matched_peaks": matched,
+            "match_eg": library.extinction_group_scores(similarity),
+            "types_eg": view.extinction_group_scores(view.similarities(queries), sharpness=SHORTLIST_SHARPNESS)}
+
+
+def final_answers(model_eg: np.ndarray, found: dict | None, *, fusion: Fusion = UNFITTED, family=None,
+                  threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The final extinction-group probabilities (batch, 99) and the patterns with a twin (batch,).
 
     Args:
         model_eg: (batch, 99) the model's probabilities.
-        match_eg: (batch, 99) the linear search-match's scores (``Library.extinction_group_scores``), or None.
-        best_similarity: (batch,) the linear search-match's best similarity, or None.
-        types_eg: (batch, 99) the scores of the shortlist's view (``SHORTLIST_VIEW``), or None: then the
-            shortlist is the model's answer.
-        family: (99,) weights of the groups by crystal family (:func:`family_weights`), or None.
+        found: :func:`search`'s result, or None: then the final answer is the model's.
+        fusion: the weights (:func:`classifier_fusion`).
+        family: (99,) the family weights (:func:`family_weights`), or None for no family shift.
+        threshold: the twin's least cosine similarity, instead of the fusion's.
     """
-    shortlist = np.asarray(model_eg, dtype=np.float64)
-    if family is not None:
-        shortlist = shortlist * family
-        shortlist = shortlist / shortlist.sum(axis=-1, keepdims=True)
-    if types_eg is not None and power:
-        shortlist = shortlist * (np.asarray(types_eg, dtype=np.float64) + floor) ** power
-        shortlist = shortlist / shortlist.sum(axis=-1, keepdims=True)
-    if match_eg is None or best_similarity is None:
-        return shortlist, np.zeros(len(shortlist), dtype=bool)
-    known = np.asarray(best_similarity) >= threshold
-    return np.where(known[:, None], weight * np.asarray(match_eg) + (1 - weight) * shortlist, shortlist), known
-
-
-def split_half_answers(model_eg: np.ndarray, match_eg: np.ndarray, best_similarity: np.ndarray,
-                       types_eg: np.ndarray, training_shares, *, draws: int = 20, seed: int = 0, **options):
-    """The final answers of patterns whose family shares were estimated on other patterns.
-
-    For each of ``draws`` random splits of the patterns into two halves, both ways: the measured family
-    shares are estimated (without labels) from the model's answers on one half, and the other half is
-    answered with them. So no pattern is answered with shares estimated from itself.
-
-    Yields:
-        (rows, final): the answered patterns' indices and their final probabilities (len(rows), 99).
-    """
-    model_eg, rng = np.asarray(model_eg), np.random.default_rng(seed)
-    for _ in range(draws):
-        order = rng.permutation(len(model_eg))
-        for fit, rows in ((order[::2], order[1::2]), (order[1::2], order[::2])):
-            family = family_weights(estimate_family_shares(model_eg[fit], training_shares), training_shares)
-            yield rows, final_answers(model_eg[rows], match_eg[rows], best_similarity[rows], types_eg[rows],
-                                      family=family, **options)[0]
-
-
-def combine(model_eg: np.ndarray, match_eg: np.ndarray | None, best_similarity: float | None,
-            types_eg: np.ndarray | None = None, **options) -> tuple[np.ndarray, str]:
-    """The final extinction-group probabilities (99,) and the trust ('match' or 'model') of one pattern;
-    ``options`` as in :func:`final_answers`."""
-    final, known = final_answers(np.asarray(model_eg)[None], None if match_eg is None else np.asarray(match_eg)[None],
-                                 None if best_similarity is None else np.array([best_similarity]),
-                                 None if types_eg is None else np.asarray(types_eg)[None], **options)
-    return final[0], "match" if known[0] else "model"
+    model_eg = np.asarray(model_eg, dtype=np.float64)
+    if found is None:
+        return model_eg, np.zeros(len(model_eg), dtype=bool)
+    known = twins(found["best"], found["matched_peaks"], threshold=fusion.threshold if threshold is None else threshold,
+                  min_peaks=fusion.min_peaks)
+    values = features(model_eg, found["types_eg"], found["match_eg"], family)
+    return fuse(values, known, fusion), known
 
 
 def answer(classifier, two_theta, intensity, *, wavelength: float, library=None, use_prior: bool | None = None,
-           threshold: float = MATCH_THRESHOLD, weight: float = MATCH_WEIGHT, top_matches: int = TOP_MATCHES,
+           mineral_prior: bool = False, threshold: float | None = None, top_matches: int = TOP_MATCHES,
            source="pattern") -> Answer:
     """Classify one pattern with ``classifier`` and, when a library is given, search-match it too."""
     inputs, queries = prepare(classifier, library, two_theta, intensity, wavelength=wavelength, source=source)
     return answers(classifier, inputs, None if queries is None else queries[None], library=library,
-                   use_prior=use_prior, threshold=threshold, weight=weight, top_matches=top_matches)[0]
+                   use_prior=use_prior, mineral_prior=mineral_prior, threshold=threshold, top_matches=top_matches)[0]
 
 
 def prepare(classifier, library, two_theta, intensity, *, wavelength: float, source="pattern"):
@@ -170,27 +146,29 @@ def prepare(classifier, library, two_theta, intensity, *, wavelength: float, sou
 
 
 def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, library=None, use_prior: bool | None = None,
-            threshold: float = MATCH_THRESHOLD, weight: float = MATCH_WEIGHT,
+            mineral_prior: bool = False, threshold: float | None = None,
             top_matches: int = TOP_MATCHES) -> list[Answer]:
     """The answers for prepared patterns (batch, n_points) and their variants (batch, n_variants, m), in
-    one pass of the model and one pass over the library (which is what makes a folder fast)."""
+    one pass of the model and one pass over the library (which is what makes a folder fast).
+
+    ``use_prior`` applies the classifier's class prior (default: as its file says); ``mineral_prior`` the
+    crystal-family shift for minerals like RRUFF's, when the file carries family shares."""
     p = classifier.probabilities_of(inputs, use_prior=use_prior)
     space_groups = None
     if classifier.kind == "space_group":
         space_groups, p = p, symmetry.collapse_to_extinction_groups(p)
-    similarity = match_eg = best = types_eg = None
-    if library is not None:
-        similarity = library.similarities(queries)
-        match_eg, best = library.extinction_group_scores(similarity), similarity.max(axis=1)
-        view = library.rescaled(SHORTLIST_VIEW)
-        types_eg = view.extinction_group_scores(view.similarities(queries), sharpness=SHORTLIST_SHARPNESS)
-    family = None if use_prior is False or library is None else classifier_family_weights(classifier)
-    final, known = final_answers(p, match_eg, best, types_eg, threshold=threshold, weight=weight, family=family)
+    found = None if library is None else search(library, queries)
+    family = classifier_family_weights(classifier) if mineral_prior and library is not None else None
+    fusion = classifier_fusion(classifier, family is not None)
+    final, known = final_answers(p, found, fusion=fusion, family=family, threshold=threshold)
     out = []
     for i in range(len(inputs)):
-        matches = [] if similarity is None else library.matches(similarity[i], top_matches).to_dict("records")
+        matches = [] if found is None else library.matches(found["similarity"][i], top_matches).to_dict("records")
         out.append(Answer(final[i], p[i], None if space_groups is None else space_groups[i], matches,
-                          "match" if known[i] else "model"))
+                          "match" if known[i] else "model",
+                          None if found is None else int(found["matched_peaks"][i]), family is not None,
+                          None if found is None else (fusion.threshold if threshold is None else threshold,
+                                                      fusion.min_peaks)))
     return out
 
 
@@ -215,10 +193,13 @@ def report(path, result: Answer | None, *, top: int, error: str | None = None, w
     message or None, skipped (a file in a folder that is not a pattern), and the model's space groups
     for a space-group model."""
     out = {"file": str(path), "trust": None, "final": [], "model": [], "space_group": None, "matches": [],
+           "matched_peaks": None, "family_shift": False, "twin_rule": None,
            "warnings": list(warnings), "error": error, "skipped": skipped}
     if result is not None:
         space_group = best_space_group(result)
-        out.update(trust=result.trust, final=ranked(result.final, "extinction_group", top),
+        out.update(trust=result.trust, matched_peaks=result.matched_peaks, family_shift=result.family_shift,
+                   twin_rule=None if result.rule is None else {"similarity": result.rule[0], "peaks": result.rule[1]},
+                   final=ranked(result.final, "extinction_group", top),
                    model=ranked(result.model, "extinction_group", top), matches=to_jsonable(result.matches),
                    space_group=None if space_group is None else
                    {"label": space_group, "name": symmetry.space_group_name(space_group)})
@@ -228,7 +209,8 @@ def report(path, result: Answer | None, *, top: int, error: str | None = None, w
 
 
 def identify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation: str = "xray", model=None,
-             library="default", use_prior: bool | None = None, threshold: float = MATCH_THRESHOLD,
+             library="default", use_prior: bool | None = None, mineral_prior: bool = False,
+             threshold: float | None = None,
              top: int = 5, source="pattern") -> dict:
     """The command's answer for one pattern, as the object that ``xtal-classify --json`` prints
     (:func:`report`): the final answer (model and search-match together), the model's own ranking, the
@@ -249,6 +231,7 @@ def identify(two_theta, intensity, *, wavelength: float = CU_KALPHA1, radiation:
     if isinstance(library, str) and library == "default":
         library = search_match.default_library(search_match.settings_for(classifier))
     result = answer(classifier, two_theta, intensity, wavelength=wavelength, library=library, use_prior=use_prior,
+                    mineral_prior=mineral_prior,
                     threshold=threshold, source=source)
     return report(source, result, top=top)
 
@@ -311,16 +294,18 @@ def format_text(item: dict, classifier: Classifier | Ensemble, args: argparse.Na
              "how often it is right on validation patterns)", ""]
     lines += [f"warning: {warning}" for warning in item["warnings"]]
     if item["matches"]:
-        best = item["matches"][0]
+        best, rule = item["matches"][0], item["twin_rule"]
+        evidence = (f"cosine similarity {best['similarity']:.3f}, explaining {item['matched_peaks']} of the "
+                    f"pattern's peaks; a twin needs >= {rule['similarity']:g} and >= {rule['peaks']} peaks")
         if item["trust"] == "match":
             lines.append(f"answer: a known phase. The nearest database entry, {best['mineral'] or best['formula']} "
-                         f"(AMCSD {best['entry_id']}), has cosine similarity {best['similarity']:.3f} >= "
-                         f"{args.threshold:g}; its group leads the final ranking.")
+                         f"(AMCSD {best['entry_id']}), is its twin ({evidence}); its group leads the final ranking.")
         else:
-            lines.append(f"answer: no close database entry (best cosine similarity {best['similarity']:.3f} < "
-                         f"{args.threshold:g}): a structure the database lacks. The final ranking is the model's, "
-                         "re-ranked by the groups of the nearest structure types (and the family shift, "
-                         "if the file has one).")
+            lines.append(f"answer: no twin in the database ({evidence}): probably a structure the database lacks. "
+                         "The final ranking is the model's, re-ranked by the groups of the nearest structure types.")
+        if item["family_shift"]:
+            lines.append("--mineral-prior: the final answer weighs crystal families as among measured minerals "
+                         "(RRUFF's); leave it out for synthetic compounds, films and other samples.")
     if item["space_group"]:
         lines.append(f"most likely space group: {item['space_group']['label']} ({item['space_group']['name']})")
     lines.append("")
@@ -389,14 +374,17 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prior", action=argparse.BooleanOptionalAction, default=None,
                         help="weight the model's answer by the classifier's class prior (default: as the classifier "
                              "file says; --no-prior for a sample unlike the database's usual minerals)")
+    parser.add_argument("--mineral-prior", action="store_true",
+                        help="the sample is a mineral: weigh crystal families as among measured minerals (RRUFF's), "
+                             "which the training database lacks (default: off)")
     parser.add_argument("--no-match", action="store_true", help="skip the search-match against AMCSD")
     parser.add_argument("--library", type=Path, help="search-match library file (default: AMCSD, built once in "
                                                      "the user's cache directory)")
     parser.add_argument("--build-library", action="store_true",
                         help="build the X-ray and neutron search-match libraries now (a few minutes each) and exit")
-    parser.add_argument("--threshold", type=float, default=MATCH_THRESHOLD,
-                        help="cosine similarity, above 0 and at most 1, from which the nearest entry counts as "
-                             f"the known phase (default: {MATCH_THRESHOLD})")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="cosine similarity, above 0 and at most 1, from which the nearest entry can count as "
+                             f"the known phase (default: the classifier file's, else {MATCH_THRESHOLD})")
     args = parser.parse_args(argv)
     if not args.files and not args.build_library:
         parser.error("give pattern files or folders (or --build-library)")
@@ -404,7 +392,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--top must be from 1 to 230, got {args.top}")
     if args.wavelength is not None and not 0.1 <= args.wavelength <= 10:
         parser.error(f"--wavelength must be from 0.1 to 10 (Angstrom), got {args.wavelength}")
-    if not 0 < args.threshold <= 1:
+    if args.threshold is not None and not 0 < args.threshold <= 1:
         parser.error(f"--threshold is a cosine similarity: above 0 and at most 1, got {args.threshold}")
     return args
 
@@ -496,7 +484,7 @@ def classify_files(paths: list[Path], classifier, library, args: argparse.Namesp
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     results = answers(classifier, np.concatenate([r[2] for r in ready]),
                       None if library is None else np.stack([r[3] for r in ready]), library=library,
-                      use_prior=args.prior, threshold=args.threshold) if ready else []
+                      use_prior=args.prior, mineral_prior=args.mineral_prior, threshold=args.threshold) if ready else []
     answered = {i: {**report(paths[i], result, top=args.top, warnings=warnings[i]), "wavelength": wavelength}
                 for (i, wavelength, _, _), result in zip(ready, results)}
     return [answered[i] if i in answered else

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from xtal_utils import evaluate, experiments, identify, pattern_sets as ps, search_match, symmetry
+from xtal_utils import evaluate, experiments, fusion, identify, pattern_sets as ps, search_match, symmetry
 from xtal_utils.paths import DATA
 
 TWIN_THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8)  # best similarities below which a pattern counts as novel
 
 
-def rruff_inputs(*, threshold: float, amcsd_limit=None) -> dict:
+def rruff_inputs(*, threshold: float = fusion.MATCH_THRESHOLD, min_peaks: int = fusion.MIN_MATCHED_PEAKS,
+                 amcsd_limit=None) -> dict:
     """RRUFF dev and its search-match against AMCSD: the patterns, the true extinction groups, the
-    search-match's extinction-group scores, which patterns have a close twin (best similarity >=
-    ``threshold``), and the similarities and scores of the shortlist's view (``identify.SHORTLIST_VIEW``)."""
+    search-match's extinction-group scores (``identify.search``), which patterns have a twin
+    (:func:`xtal_utils.fusion.twins`), and the scores of the shortlist's view (``identify.SHORTLIST_VIEW``)."""
     rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")
     two_theta, measured = rruff["two_theta"], rruff["intensity"].astype(np.float64)
     settings = search_match.SearchSettings()
@@ -27,15 +28,12 @@ def rruff_inputs(*, threshold: float, amcsd_limit=None) -> dict:
                else search_match.amcsd_library(settings, limit=amcsd_limit))
     queries = np.stack([search_match.variants(two_theta, row, settings, wavelength=ps.RRUFF_WAVELENGTH,
                                               source="rruff_dev") for row in measured])
-    similarity = library.similarities(queries)
-    best = similarity.max(axis=1)
-    view = library.rescaled(identify.SHORTLIST_VIEW)
-    types_similarity = view.similarities(queries)
+    found = identify.search(library, queries)
     return {"two_theta": two_theta, "measured": measured, "space_group": rruff["space_group"].astype(int),
             "extinction_group": symmetry.extinction_groups(rruff["space_group"].astype(int)),
-            "match_eg": library.extinction_group_scores(similarity), "best": best, "known": best >= threshold,
-            "types_eg": view.extinction_group_scores(types_similarity, sharpness=identify.SHORTLIST_SHARPNESS),
-            "types_similarity": types_similarity, "view": view, "threshold": threshold,
+            "match_eg": found["match_eg"], "best": found["best"], "matched_peaks": found["matched_peaks"],
+            "known": fusion.twins(found["best"], found["matched_peaks"], threshold=threshold, min_peaks=min_peaks),
+            "types_eg": found["types_eg"], "threshold": threshold, "min_peaks": min_peaks,
             "training_family_shares": training_family_shares()}
 
 
@@ -55,16 +53,31 @@ def model_eg(classifier, rruff: dict, *, use_prior: bool | None) -> np.ndarray:
     return symmetry.collapse_to_extinction_groups(p) if p.shape[1] == symmetry.N_SPACE_GROUPS else p
 
 
+def final_answer(model_eg: np.ndarray, rruff: dict, *, family_shift: bool = True, use=fusion.FEATURES,
+                 draws: int = 5, seed: int = 0) -> np.ndarray:
+    """(n, 99) the cross-validated final answer of a model's probabilities, as notebook 08 makes it: the
+    mean over ``draws`` random 5-fold splits of each pattern's answer by a fusion fitted on the other
+    folds, the family shares estimated (without labels) on those folds too."""
+    training = rruff["training_family_shares"]
+
+    def make_features(rows):
+        family = None
+        if family_shift:
+            family = identify.family_weights(evaluate.estimate_family_shares(model_eg[rows], training), training)
+        return fusion.features(model_eg, rruff["types_eg"], rruff["match_eg"], family)
+
+    use = use if family_shift else tuple(f for f in use if f != "family")
+    return np.mean(fusion.cross_validated(make_features, rruff["known"], rruff["extinction_group"], draws=draws,
+                                          seed=seed, use=use), axis=0)
+
+
 def score_answers(answers: dict, rruff: dict) -> dict:
     """EG top-1/top-5 (percent) of each answer (name: (n, 99) probabilities), on all patterns and by
-    close twin, beside search-match and the final answer (``identify.final_answers``, with the family shift
-    estimated from that model's answers on these patterns, no labels) of each model."""
-    truth, known, match_eg, best = rruff["space_group"], rruff["known"], rruff["match_eg"], rruff["best"]
-    answers, training = dict(answers), rruff["training_family_shares"]
-    for name in [n for n in answers if n.startswith("model")]:  # each with its own family shift, as in notebook 08
-        family = identify.family_weights(evaluate.estimate_family_shares(answers[name], training), training)
-        answers[f"final ({name})"] = identify.final_answers(answers[name], match_eg, best, rruff["types_eg"],
-                                                            threshold=rruff["threshold"], family=family)[0]
+    twin, beside search-match and the cross-validated final answer (:func:`final_answer`) of each model."""
+    truth, known, match_eg = rruff["space_group"], rruff["known"], rruff["match_eg"]
+    answers = dict(answers)
+    for name in [n for n in answers if n.startswith("model")]:  # each with its own fusion, as in notebook 08
+        answers[f"final ({name})"] = final_answer(answers[name], rruff)
     answers["search-match"] = match_eg
     subsets = {"all": np.ones(len(truth), bool), "close twin": known, "no close twin": ~known}
     out = {"n": len(truth), "n_close_twin": int(known.sum()), "threshold": rruff["threshold"], "scores": {}}

@@ -9,7 +9,11 @@ A measured pattern and every database pattern are put on one 2-theta grid and pr
    lift weak peaks (and noise). Square roots weigh where the peaks are more than how strong they
    are: :mod:`xtal_utils.identify` uses that view (:meth:`Library.rescaled`) to find the structure
    types near a pattern that has no twin in the database;
-3. each pattern is scaled to unit length, so that the similarity is a cosine in [0, 1].
+3. each pattern is scaled to unit length, so that the similarity is a cosine.
+
+A measured pattern that covers only part of the grid is compared over the window it covers: both
+patterns are normalised over that one window, so that every similarity lies in [-1, 1] (in [0, 1], as
+prepared patterns are not negative) and peaks the instrument never reached do not count against a match.
 
 The measured pattern is also compared after small changes of its 2-theta scale, a lattice strain
 (``strains``: d is multiplied by 1 + e; by default 0, +-0.3 and +-0.6 %) and a zero shift
@@ -37,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from xtal_utils import symmetry
 from xtal_utils.config import atomic_path, cache_key, to_jsonable
@@ -48,6 +52,7 @@ from xtal_utils.pattern_sets import Grid, amcsd_set
 from xtal_utils.patterns import MIN_COVERAGE, check_pattern, resample, to_d_spacing, to_two_theta
 
 MATCH_COLUMNS = ("rank", "entry_id", "mineral", "formula", "space_group", "extinction_group", "similarity")
+PEAK_HEIGHT = 0.05  # share of a pattern's strongest peak that a maximum needs (as height and prominence) to count
 
 
 @dataclass(frozen=True)
@@ -102,23 +107,28 @@ def prepare(patterns: np.ndarray, settings: SearchSettings) -> np.ndarray:
 
 
 def variants(two_theta, intensity, settings: SearchSettings, *, wavelength: float, source="pattern") -> np.ndarray:
-    """(n_variants, n_points): the measured pattern on the settings' grid, once per zero shift and strain.
+    """(n_variants, n_points): the measured pattern on the settings' grid, once per zero shift and strain,
+    NaN where the measurement does not reach (:meth:`Library.similarities` compares over the rest).
 
-    A zero shift moves the measured 2-theta; a strain e multiplies the measured d by (1 + e).
+    A zero shift moves the measured 2-theta; a strain e multiplies the measured d by (1 + e). The
+    intensity may have any baseline, negative included: it is measured from its minimum.
     """
     two_theta = np.asarray(two_theta, dtype=float)
-    intensity = np.clip(np.asarray(intensity, dtype=float), 0.0, None)
+    intensity = np.asarray(intensity, dtype=float)
     check_pattern(two_theta, intensity, source=source)
     d = to_d_spacing(two_theta, wavelength)
+    grid = settings.two_theta
     rows = []
     for strain in settings.strains:
         moved = to_two_theta(d * (1 + strain), wavelength)
         keep = np.isfinite(moved)
         for shift in settings.zero_shifts:
-            rows.append(resample(moved[keep] + shift, intensity[keep], settings.two_theta, wavelength=wavelength,
-                                 grid_wavelength=settings.wavelength, source=source,
-                                 min_coverage=settings.min_coverage))
-    return np.stack(rows)
+            row = resample(moved[keep] + shift, intensity[keep], grid, wavelength=wavelength,
+                           grid_wavelength=settings.wavelength, source=source, min_coverage=settings.min_coverage)
+            on_grid = to_two_theta(to_d_spacing(moved[keep] + shift, wavelength), settings.wavelength)
+            on_grid = on_grid[np.isfinite(on_grid)]  # a short d has no angle at a longer grid wavelength
+            rows.append(np.where((grid >= on_grid.min()) & (grid <= on_grid.max()), row, np.nan))
+    return np.stack(rows).astype(np.float32)
 
 
 @dataclass
@@ -156,22 +166,29 @@ class Library:
         return self._views[intensity]
 
     def similarities(self, queries: np.ndarray) -> np.ndarray:
-        """Cosine similarities (batch, n) of queries (batch, n_variants, n_points), the best over variants.
+        """Cosine similarities (batch, n) of queries (batch, n_variants, n_points), the best over variants;
+        each lies in [-1, 1].
 
-        Queries are on the library's grid, not yet prepared, and zero where nothing was measured. A
-        query that covers only part of the grid is compared with the database patterns over that
-        part alone (their length is taken over the query's window), so that peaks the instrument
-        never reached do not count against a match.
+        Queries are on the library's grid, not yet prepared, and NaN where nothing was measured
+        (:func:`variants`). A query that covers only part of the grid is compared with the database
+        patterns over that window alone: the query is prepared as if measured to its edges, and each
+        database pattern is normalised over the same window, so that peaks the instrument never
+        reached do not count against a match. A database pattern with no intensity in the window
+        has similarity 0.
         """
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim == 2:
             queries = queries[:, None]
         batch, n_variants, n_points = queries.shape
         flat = queries.reshape(batch * n_variants, n_points)
-        measured = flat > 0
+        measured = np.isfinite(flat)
+        if not measured.any(axis=1).all():
+            raise ValueError("a query has no measured point on the library's grid")
         first = measured.argmax(axis=1)
         last = n_points - 1 - measured[:, ::-1].argmax(axis=1)
-        prepared = prepare(flat, self.settings)
+        prepared = prepare(_edge_filled(flat, first, last), self.settings)
+        prepared[~measured] = 0.0
+        prepared /= np.clip(np.linalg.norm(prepared, axis=1, keepdims=True), 1e-12, None)  # unit length in the window
         best = np.empty((batch, len(self)), dtype=np.float32)
         step = max(1, 512 // n_variants)  # queries per block: bounds memory, reads the library once per block
         for start in range(0, batch, step):
@@ -179,16 +196,48 @@ class Library:
             block = prepared[rows] @ self.patterns.T  # (queries x variants, n)
             partial = (first[rows] > 0) | (last[rows] < n_points - 1)
             for i in np.flatnonzero(partial):
-                block[i] /= self._window_norms(first[rows[i]], last[rows[i]])
+                norms = self._window_norms(first[rows[i]], last[rows[i]])
+                block[i] = np.where(norms > 1e-6, block[i] / np.maximum(norms, 1e-6), 0.0)
             best[start: start + step] = block.reshape(-1, n_variants, len(self)).max(axis=1)
-        return best
+        return np.clip(best, -1.0, 1.0)
 
     def _window_norms(self, first: int, last: int) -> np.ndarray:
-        """(n,) the length of every database pattern over grid points first..last."""
+        """(n,) the length of every database pattern over grid points first..last (float64 sums, so that
+        a short window's length is not lost to rounding)."""
         if getattr(self, "_cumulative", None) is None:
-            self._cumulative = np.cumsum(self.patterns ** 2, axis=1, dtype=np.float32)
-        total = self._cumulative[:, last] - (self._cumulative[:, first - 1] if first > 0 else 0.0)
-        return np.sqrt(np.clip(total, 1e-12, None)).astype(np.float32)
+            squares = np.square(self.patterns, dtype=np.float64)
+            self._cumulative = np.concatenate([np.zeros((len(self), 1)), np.cumsum(squares, axis=1)], axis=1)
+        total = self._cumulative[:, last + 1] - self._cumulative[:, first]
+        return np.sqrt(np.clip(total, 0.0, None)).astype(np.float32)
+
+    def matched_peaks(self, queries: np.ndarray, entries) -> tuple[np.ndarray, np.ndarray]:
+        """How much of each query the given entry explains, as peaks: (batch,) the query's peaks and
+        (batch,) how many of them lie within one database peak width (``settings.fwhm``) of a peak of the
+        entry, in the query's variant nearest that entry. A cosine alone cannot tell a twin from a
+        pattern with few peaks that many entries happen to share; matched peaks can.
+
+        Args:
+            queries: (batch, n_variants, n_points) as for :meth:`similarities`.
+            entries: (batch,) the library row to explain each query by (say, the nearest entry).
+        """
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim == 2:
+            queries = queries[:, None]
+        tolerance = self.settings.fwhm / (self.settings.two_theta[1] - self.settings.two_theta[0])
+        found, matched = np.zeros(len(queries), dtype=int), np.zeros(len(queries), dtype=int)
+        for i, (query, entry) in enumerate(zip(queries, np.asarray(entries))):
+            measured = np.isfinite(query[0])
+            first, last = measured.argmax(), len(measured) - 1 - measured[::-1].argmax()
+            rows = prepare(_edge_filled(query, np.full(len(query), first), np.full(len(query), last)), self.settings)
+            rows[:, ~measured] = 0.0
+            row = rows[np.argmax(rows @ self.patterns[entry])]
+            query_peaks = peak_positions(row)
+            entry_peaks = peak_positions(np.where(measured, self.patterns[entry], 0.0))
+            found[i] = len(query_peaks)
+            if len(query_peaks) and len(entry_peaks):
+                distance = np.abs(query_peaks[:, None] - entry_peaks[None]).min(axis=1)
+                matched[i] = int((distance <= tolerance).sum())
+        return found, matched
 
     def matches(self, similarity: np.ndarray, top: int = 5) -> pd.DataFrame:
         """The ``top`` nearest entries for one row of :meth:`similarities`."""
@@ -216,6 +265,25 @@ class Library:
         np.add.at(out, labels, weights.T)  # each entry's weight onto its group, all patterns at once
         out = out.T
         return out / out.sum(axis=1, keepdims=True)
+
+
+def peak_positions(pattern: np.ndarray, height: float = PEAK_HEIGHT) -> np.ndarray:
+    """Grid indices of the peaks of one prepared pattern: local maxima whose height and prominence are at
+    least ``height`` times the strongest."""
+    pattern = np.nan_to_num(np.asarray(pattern, dtype=np.float64))
+    top = pattern.max(initial=0.0)
+    if top <= 0:
+        return np.empty(0, dtype=int)
+    return signal.find_peaks(pattern, height=height * top, prominence=height * top)[0]
+
+
+def _edge_filled(rows: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Rows with the points outside first..last set to the nearest measured value, so that the
+    background is estimated at a window's edge as at the grid's."""
+    out = rows.copy()
+    for i, (lo, hi) in enumerate(zip(first, last)):
+        out[i, :lo], out[i, hi + 1:] = out[i, lo], out[i, hi]
+    return np.nan_to_num(out, nan=0.0)
 
 
 def amcsd_library(settings: SearchSettings | None = None, *, limit: int | None = None,
