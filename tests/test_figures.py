@@ -131,11 +131,6 @@ def test_the_smoke_check_reads_the_figures_a_run_wrote(tmp_path):
 
 @pytest.mark.parametrize("png", sorted(FIGURES.glob("*.png")), ids=lambda p: p.stem)
 def test_committed_figures_are_at_print_size(png):
-    """The figures of the committed runs (``make study``) were saved by save_figure at print size. A figure
-    from a run older than save_figure's check carries no record: it is reported as an expected failure
-    until the next cpu run of its notebook replaces it."""
-    try:
-        size = plotting.read_print_size(png)
-    except ValueError as error:
-        pytest.xfail(f"{png.name}: {error}")
+    """The figures of the committed runs (``make study``) were saved by save_figure at print size."""
+    size = plotting.read_print_size(png)
     assert size.width <= plotting.DOUBLE_COLUMN + 1e-3 and size.smallest_font >= plotting.MIN_FONT, size
