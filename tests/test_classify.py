@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -348,7 +349,7 @@ _BAD = {
     "nan.xy": "".join(f"{10 + i * 0.5} {np.nan if i == 7 else i % 9}\n" for i in range(200)),
     "one_column.xy": "".join(f"{10 + i * 0.5}\n" for i in range(200)),
     "not_monotonic.xy": "".join(f"{10 + (i % 100) * 0.5} {i % 9}\n" for i in range(200)),
-    "far_range.xy": "".join(f"{120 + i * 0.2} {i % 9}\n" for i in range(200)),
+    "far_range.xy": "".join(f"{120 + i * 0.2} {10 + 1000 * math.exp(-((i - 100) / 3) ** 2):.3f}\n" for i in range(200)),
     "empty.xy": "",
 }
 

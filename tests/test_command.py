@@ -120,6 +120,16 @@ def test_a_neutron_looking_file_warns_about_the_radiation(tmp_path, sg_path, cap
     main([str(path), "--model", str(sg_path), "--no-match", "--json"])
     (report,) = _lines(capsys.readouterr().out)
     assert report["warnings"] == []
+    wide = two_theta * 165.0 / two_theta.max()  # a Cu-like wavelength but a neutron diffractometer's range
+    path = tmp_path / "bt1_like.xye"
+    np.savetxt(path, np.column_stack([wide, intensity, np.sqrt(intensity)]), header="wavelength 1.5403")
+    with pytest.raises(SystemExit):  # strong evidence of neutron data: an error row unless --radiation is named
+        main([str(path), "--model", str(sg_path), "--no-match", "--json"])
+    (report,) = _lines(capsys.readouterr().out)
+    assert "2-theta reaches 165.0 deg" in report["error"] and "give --radiation neutron" in report["error"]
+    main([str(path), "--model", str(sg_path), "--no-match", "--json", "--radiation", "xray"])
+    (report,) = _lines(capsys.readouterr().out)
+    assert report["error"] is None and any("2-theta reaches 165.0 deg" in w for w in report["warnings"])
 
 
 def test_the_python_api_gives_the_commands_answer(tmp_path, sg_path, capsys):

@@ -24,9 +24,9 @@ def _logit_data(weights, n=600, seed=0):
 
 
 def test_fit_recovers_the_weights_that_made_the_labels():
-    true = (0.6, 0.8, 0.5, 0.0, 0.0, 0.0)
+    true = (0.6, 0.8, 0.0, 0.5, 0.0, 0.0, 0.0)
     values, truth = _logit_data(true, n=3000)
-    fitted = fusion.fit(values, np.zeros(len(truth), bool), truth, use=("model", "model_first", "shortlist"), l2=0)
+    fitted = fusion.fit(values, np.zeros(len(truth), bool), truth, use=("model", "model_rank", "shortlist"), l2=0)
     np.testing.assert_allclose(fitted.novel, true, atol=0.15)
 
 
@@ -56,14 +56,20 @@ def test_unfitted_fusion_is_the_model_alone_or_times_the_match():
 
 
 def test_a_fusion_round_trips_and_refuses_other_features():
-    fitted = Fusion((1.0, 0.5, 0.2, 0.1, 0.3, 0.0), (0.9, 0.1, 0.1, 0.0, 0.2, 1.5), 0.72, 5)
+    fitted = Fusion((1.0, 0.5, 0.4, 0.2, 0.1, 0.3, 0.0), (0.9, 0.1, 0.0, 0.1, 0.0, 0.2, 1.5), 0.72, 5)
     assert Fusion.from_dict(fitted.to_dict()) == fitted
     with pytest.raises(ValueError, match="features"):
         Fusion.from_dict({**fitted.to_dict(), "features": ["model"]})
+    with pytest.raises(ValueError, match="7 features"):
+        Fusion(novel=(1.0, 0.0))
 
 
-def test_a_twin_needs_peaks_as_well_as_a_cosine():
-    assert fusion.twins([0.95, 0.95, 0.5], [12, 2, 12]).tolist() == [True, False, False]
+def test_a_twin_needs_peaks_and_most_of_them_as_well_as_a_cosine():
+    """Close, many peaks explained; too few peaks; too small a share of the pattern's (a compound the
+    database lacks, near an entry that shares a few of its many peaks); not close."""
+    best, matched, peaks = [0.95, 0.95, 0.76, 0.5], [12, 2, 5], [14, 2, 18]
+    assert fusion.twins(best, matched + [12], peaks + [12]).tolist() == [True, False, False, False]
+    assert fusion.twins(best, matched + [12], peaks + [12], min_share=0.2).tolist() == [True, False, True, False]
     assert FEATURES[-1] == "match"
 
 
@@ -83,7 +89,7 @@ def test_search_match_on_hostile_patterns_stays_within_its_range(tmp_path, case)
     similarity = library.similarities(queries[None])[0]
     assert np.all((similarity >= -1) & (similarity <= 1))
     found = identify.search(library, queries[None])
-    known = fusion.twins(found["best"], found["matched_peaks"])
+    known = UNFITTED.twins(found)
     if case == "negative baseline":  # the same pattern as entry 2, lowered: still its twin
         assert similarity.argmax() == 1 and similarity[1] > 0.95 and known[0]
     if case in ("one peak", "few peaks"):  # close to entries by cosine, perhaps, but not a twin
@@ -95,8 +101,8 @@ def test_answers_use_the_classifiers_fitted_fusion_with_or_without_the_family_sh
     plain = load_classifier(path)
     library = load_library(_library(tmp_path))
     inputs, queries = identify.prepare(plain, library, *_pattern(peaks=(6.1, 3.7, 2.05)), wavelength=CU)
-    with_family = Fusion((0.5, 0.0, 1.0, 0.0, 1.0, 0.0))
-    without = Fusion((2.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    with_family = Fusion((0.5, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0))
+    without = Fusion((2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
     shares = {"training": [0.01, 0.2, 0.2, 0.19, 0.2, 0.2], "measured": [0.16, 0.2, 0.2, 0.04, 0.2, 0.2]}
     fitted = dataclasses.replace(plain, metadata={**plain.metadata, "family_shares": shares, "fusion": {
         "with_family": with_family.to_dict(), "without_family": without.to_dict()}})

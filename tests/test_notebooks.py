@@ -205,7 +205,7 @@ def test_08_measured():
     assert (resolve(smoke["model_dir"]) / "MODEL_CARD.md").exists()
     # search-match, the split by close twin, the final answer
     assert m["n_close_twin"] + m["n_novel"] == m["n_measured"]
-    for key in ("search_eg", "final_eg", "final_no_shortlist_eg", "final_mineral_eg"):
+    for key in ("search_eg", "final_eg", "final_types_eg", "final_mineral_eg"):
         assert 0.0 <= m[f"{key}_top1"] <= m[f"{key}_top5"] <= 1.0
     assert m["n_close_twin"] <= m["n_close_by_similarity_alone"]  # a twin needs peaks as well as a cosine
     for who in ("final", "model"):
@@ -216,6 +216,9 @@ def test_08_measured():
     assert set(fitted) == {"with_family", "without_family"} and m["fusion"] == classifier.metadata["fusion"]
     assert fitted["without_family"].novel[FEATURES.index("family")] == 0.0
     assert fitted["with_family"].min_peaks == m["min_matched_peaks"]
+    assert fitted["without_family"].min_share == m["min_matched_share"]
+    for name in ("shortlist", "shortlist_soft", "match", "family"):  # by default a novel pattern gets the model's answer
+        assert fitted["without_family"].novel[FEATURES.index(name)] == 0.0
     for shares in ("family_shares_training", "family_shares_estimated", "family_shares_true"):
         assert sum(m[shares].values()) == pytest.approx(1.0) and min(m[shares].values()) >= 0
     assert classifier.metadata["family_shares"]["measured"] == pytest.approx(

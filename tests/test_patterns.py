@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from xtal_utils.paths import DATA
-from xtal_utils.patterns import PatternFileError, read_pattern, resample, sniff_format, to_d_spacing, to_two_theta
+from xtal_utils.patterns import (MIN_PEAK_SNR, PatternFileError, peak_to_noise, read_pattern, resample, sniff_format,
+                                 to_d_spacing, to_two_theta)
 
 
 def _write(tmp_path, name, text):
@@ -170,3 +171,23 @@ def test_a_pattern_of_few_non_zero_points_is_refused(tmp_path):
     np.savetxt(path, np.column_stack([tt, y]))
     with pytest.raises(PatternFileError, match="only 3 of 400 points have a non-zero intensity"):
         read_pattern(path)
+
+
+@pytest.mark.parametrize("counts", [0.3, 5.0, 50.0, 1e4])
+def test_counting_noise_alone_is_refused_as_no_peak(tmp_path, counts):
+    tt = np.arange(5.0, 90.0, 0.02)
+    path = tmp_path / "noise.xy"
+    np.savetxt(path, np.column_stack([tt, np.random.default_rng(0).poisson(counts, len(tt))]))
+    with pytest.raises(PatternFileError, match=r"noise.xy: no peak stands out of the noise"):
+        read_pattern(path)
+
+
+def test_every_measured_pattern_stands_out_of_its_noise():
+    """The weakest of the RRUFF dev and neutron patterns are well above the noise limit."""
+    rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")["intensity"]
+    weakest = min(peak_to_noise(row) for row in rruff)
+    assert weakest > 1.4 * MIN_PEAK_SNR
+    for path in sorted((DATA / "neutron_measured").glob("*.xye")):
+        assert peak_to_noise(read_pattern(path)[1]) > 10 * MIN_PEAK_SNR
+    weak_peak = 20 + 0.8 * np.exp(-0.5 * ((np.arange(4000) - 2000) / 6.0) ** 2)  # one weak but clean peak
+    assert peak_to_noise(weak_peak + np.random.default_rng(1).normal(0, 0.05, 4000)) > MIN_PEAK_SNR

@@ -111,23 +111,23 @@ from `{config['stream_member']}`.
 {row("member 2 alone", "stream_member")}
 {row("frequency prior (AMCSD), never looks at the pattern", "prior")}
 {eg_row("search-match against AMCSD (no learning)", "search")}
-{eg_row("final answer without the shortlist (the close match's groups first, else the ensemble's)", "final_no_shortlist")}
-{eg_row("final answer with the mineral prior (`--mineral-prior`, the family shift)", "final_mineral")}
+{eg_row("final answer with AMCSD's structure types for novel patterns, no family shift", "final_types")}
+{eg_row("final answer with the mineral prior (`--mineral-prior`: structure types and family shift)", "final_mineral")}
 {eg_row("final answer: this ensemble with search-match (`xtal-classify`)", "final")}
 
 The final answers' numbers are cross-validated: each pattern answered by fusion weights fitted on the others.
 
 **How the final answer is made** (`xtal_utils.fusion`): a conditional logit over the 99 extinction groups
-whose features are the ensemble's log-probabilities, a mark on its first choice, the log-scores of the nearest
-AMCSD entries' groups in the square-root and linear views, and each crystal family's log (share among measured
-minerals / share in AMCSD's training split). Its weights, one set for patterns with a twin (similarity at least
-{fitted['threshold']:g} and at least {fitted['min_peaks']} peaks explained) and one for the others, were fitted by maximum
-likelihood on the RRUFF development patterns and are stored in this file (the default, without the family shift:
-novel {_weights(plain['novel'])}; twin {_weights(plain['known'])}). The family shares ({", ".join(shares['families'])})
+whose features are the ensemble's log-probabilities and ranks, the log-scores of the nearest AMCSD entries' groups
+in the square-root and linear views, and each crystal family's log (share among measured minerals / share in
+AMCSD's training split). Its weights, one set for patterns with a twin (similarity at least {fitted['threshold']:g},
+at least {fitted['min_peaks']} peaks explained and {fitted['min_share']:.0%} of them) and one for the others, were fitted by
+maximum likelihood on the RRUFF development patterns and are stored in this file (the default: for a novel pattern
+the ensemble's ranking alone, calibrated, novel {_weights(plain['novel'])}; twin {_weights(plain['known'])}). The family shares ({", ".join(shares['families'])})
 are {", ".join(f"{v:.3f}" for v in shares['training'])} in training and {", ".join(f"{v:.3f}" for v in shares['measured'])}
 estimated for measured minerals, from this ensemble's answers on the RRUFF development patterns without their
-labels (Saerens et al. 2002, by crystal family): a prior for minerals, applied only with `--mineral-prior` (a
-second fusion, fitted with it, then answers).
+labels (Saerens et al. 2002, by crystal family). The family shift and, for novel patterns, the structure types are
+a prior for minerals, applied only with `--mineral-prior` (a second fusion, fitted with them, then answers).
 
 Calibration of the final answer (expected calibration error, cross-validated; in brackets the 95th percentile of
 what a perfectly calibrated answer shows by chance on as many patterns): all {m['ece_final_all']:.3f}

@@ -1,10 +1,11 @@
 """The final answer of ``xtal-classify``: the model's probabilities and what search-match finds, joined by
 one calibrated model fitted on measured patterns.
 
-For a pattern and each extinction group g, six features (:data:`FEATURES`):
+For a pattern and each extinction group g, seven features (:data:`FEATURES`):
 
 - ``model``: log of the model's probability of g;
-- ``model_first``: 1 when g is the model's first choice, else 0;
+- ``model_rank``: -log(1 + r), where r is g's place in the model's ranking (0 for its first choice);
+- ``model_top3``: 1 when g is among the model's first three choices, else 0;
 - ``shortlist`` and ``shortlist_soft``: log of g's score among the nearest entries in the square-root view of
   the patterns (:meth:`xtal_utils.search_match.Library.rescaled`), plus a floor of 0.001 and 0.1. Square
   roots weigh where the peaks are over how strong they are, so these entries are the structure types near
@@ -13,10 +14,15 @@ For a pattern and each extinction group g, six features (:data:`FEATURES`):
   classifier file's ``metadata['family_shares']``: a prior for minerals like the measured ones, 0 when off;
 - ``match``: log of g's score among the nearest entries in the linear view, plus 0.001.
 
+The rank features let the fusion follow the model's order without taking over how sure the model says it
+is: on measured patterns without a twin, the model's stated probability of its first choice says little
+about how often that choice is right (notebook 08), so a weight on it alone makes the answer overconfident.
+
 The final probabilities are ``softmax(features @ weights)`` over the 99 groups: a conditional logit, with one
 set of weights for patterns with a **twin** in the database (:func:`twins`: the nearest entry's cosine
-similarity at least a threshold, and at least ``min_peaks`` of the pattern's peaks explained by it) and one
-for the others. :func:`fit` chooses the weights by maximum likelihood on labelled measured patterns, so that
+similarity at least a threshold, and at least ``min_peaks`` of the pattern's peaks, and half of them,
+explained by it) and one for the others. Which features each set uses is :data:`DEFAULT` or, for minerals,
+:data:`MINERAL`. :func:`fit` chooses the weights by maximum likelihood on labelled measured patterns, so that
 the stated probabilities are calibrated; :func:`cross_validated` gives each pattern probabilities from
 weights fitted without it, which is how their accuracy and calibration are reported.
 """
@@ -28,22 +34,37 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize
 
-FEATURES = ("model", "model_first", "shortlist", "shortlist_soft", "family", "match")
+FEATURES = ("model", "model_rank", "model_top3", "shortlist", "shortlist_soft", "family", "match")
 FLOORS = {"shortlist": 1e-3, "shortlist_soft": 0.1, "match": 1e-3}
 MATCH_THRESHOLD = 0.7  # cosine similarity from which the nearest entry can be a twin
 MIN_MATCHED_PEAKS = 4  # peaks of the pattern that a twin must explain (Library.matched_peaks)
+MIN_MATCHED_SHARE = 0.5  # and the share of the pattern's peaks: random crystals' false twins explain about 0.3
 L2 = 1e-3  # ridge on the weights: keeps a fit on few patterns finite
+_MODEL = ("model", "model_rank", "model_top3")
+# The features each subset's weights use. By default a pattern without a twin gets the model's answer,
+# calibrated: AMCSD's nearest structure types and the family shift help on minerals like RRUFF's and cost
+# other samples (synthetic compounds, textured pellets) top-5 (benchmarks/robustness.py), so only the
+# mineral prior (xtal-classify --mineral-prior) adds them.
+DEFAULT = {"novel": _MODEL, "known": (*_MODEL, "shortlist", "shortlist_soft", "match")}
+MINERAL = {"novel": FEATURES, "known": FEATURES}
 
 
 @dataclass(frozen=True)
 class Fusion:
     """Weights of :data:`FEATURES` for patterns without a twin (``novel``) and with one (``known``), and
-    the twin rule (``threshold``, ``min_peaks``)."""
+    the twin rule (``threshold``, ``min_peaks``, ``min_share``: :func:`twins`)."""
 
-    novel: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    known: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    novel: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    known: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
     threshold: float = MATCH_THRESHOLD
     min_peaks: int = MIN_MATCHED_PEAKS
+    min_share: float = MIN_MATCHED_SHARE
+
+    def __post_init__(self):
+        for name in ("novel", "known"):
+            if len(getattr(self, name)) != len(FEATURES):
+                raise ValueError(f"{name} weights {getattr(self, name)}: expected one for each of the "
+                                 f"{len(FEATURES)} features {FEATURES}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "features": list(FEATURES)}
@@ -53,7 +74,13 @@ class Fusion:
         if list(data.get("features", [])) != list(FEATURES):
             raise ValueError(f"a fusion of features {data.get('features')}, not {list(FEATURES)}")
         return cls(tuple(map(float, data["novel"])), tuple(map(float, data["known"])), float(data["threshold"]),
-                   int(data["min_peaks"]))
+                   int(data["min_peaks"]), float(data["min_share"]))
+
+    def twins(self, found: dict, threshold: float | None = None) -> np.ndarray:
+        """:func:`twins` by this fusion's rule for a search's result (``identify.search``)."""
+        return twins(found["best"], found["matched_peaks"], found["query_peaks"],
+                     threshold=self.threshold if threshold is None else threshold, min_peaks=self.min_peaks,
+                     min_share=self.min_share)
 
 
 UNFITTED = Fusion()  # a classifier file without a fitted fusion: the model alone, times the match for a twin
@@ -70,25 +97,32 @@ def features(model_eg, types_eg=None, match_eg=None, family=None) -> np.ndarray:
     """
     model_eg = np.asarray(model_eg, dtype=np.float64)
     out = np.zeros((*model_eg.shape, len(FEATURES)))
-    out[..., 0] = np.log(np.clip(model_eg, 1e-12, None))
-    out[np.arange(len(model_eg)), model_eg.argmax(axis=1), 1] = 1.0
+    column = {name: i for i, name in enumerate(FEATURES)}
+    rank = (-model_eg).argsort(axis=1, kind="stable").argsort(axis=1)
+    out[..., column["model"]] = np.log(np.clip(model_eg, 1e-12, None))
+    out[..., column["model_rank"]] = -np.log1p(rank)
+    out[..., column["model_top3"]] = rank < 3
     if types_eg is not None:
-        out[..., 2] = np.log(np.asarray(types_eg) + FLOORS["shortlist"])
-        out[..., 3] = np.log(np.asarray(types_eg) + FLOORS["shortlist_soft"])
+        out[..., column["shortlist"]] = np.log(np.asarray(types_eg) + FLOORS["shortlist"])
+        out[..., column["shortlist_soft"]] = np.log(np.asarray(types_eg) + FLOORS["shortlist_soft"])
     if family is not None:
-        out[..., 4] = np.log(np.clip(np.asarray(family, dtype=np.float64), 1e-12, None))
+        out[..., column["family"]] = np.log(np.clip(np.asarray(family, dtype=np.float64), 1e-12, None))
     if match_eg is not None:
-        out[..., 5] = np.log(np.asarray(match_eg) + FLOORS["match"])
+        out[..., column["match"]] = np.log(np.asarray(match_eg) + FLOORS["match"])
     return out
 
 
-def twins(best_similarity, matched_peaks, *, threshold: float = MATCH_THRESHOLD,
-          min_peaks: int = MIN_MATCHED_PEAKS) -> np.ndarray:
-    """(batch,) bool: patterns whose nearest entry is a twin, close by cosine and explaining enough peaks.
+def twins(best_similarity, matched_peaks, query_peaks, *, threshold: float = MATCH_THRESHOLD,
+          min_peaks: int = MIN_MATCHED_PEAKS, min_share: float = MIN_MATCHED_SHARE) -> np.ndarray:
+    """(batch,) bool: patterns whose nearest entry is a twin: close by cosine, and explaining at least
+    ``min_peaks`` of the pattern's ``query_peaks`` peaks and at least the share ``min_share`` of them.
 
     A cosine alone is not evidence: a pattern with one or a few strong peaks (a textured film, a
-    one-peak file) lies close to many entries."""
-    return (np.asarray(best_similarity) >= threshold) & (np.asarray(matched_peaks) >= min_peaks)
+    one-peak file) lies close to many entries, and a compound that the database lacks often has an entry
+    near 0.75 that explains a few of its many peaks."""
+    matched = np.asarray(matched_peaks)
+    return ((np.asarray(best_similarity) >= threshold) & (matched >= min_peaks)
+            & (matched >= min_share * np.asarray(query_peaks)))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -124,21 +158,27 @@ def _fit_weights(features_: np.ndarray, truth: np.ndarray, use: np.ndarray, l2: 
     return np.where(use, result.x, 0.0)
 
 
-def fit(features_: np.ndarray, known, truth, *, use=FEATURES, threshold: float = MATCH_THRESHOLD,
-        min_peaks: int = MIN_MATCHED_PEAKS, l2: float = L2) -> Fusion:
+def _uses(use) -> dict:
+    """``use`` as {'novel': features, 'known': features}: a dict as given, or one tuple for both."""
+    return dict(use) if isinstance(use, dict) else {"novel": tuple(use), "known": tuple(use)}
+
+
+def fit(features_: np.ndarray, known, truth, *, use=DEFAULT, threshold: float = MATCH_THRESHOLD,
+        min_peaks: int = MIN_MATCHED_PEAKS, min_share: float = MIN_MATCHED_SHARE, l2: float = L2) -> Fusion:
     """The fusion that maximises the likelihood of the true groups ``truth`` (batch,), 1-based, with
-    weights for the features in ``use`` (``match`` only for patterns with a twin)."""
+    weights for the features that ``use`` names for each subset (:data:`DEFAULT`, :data:`MINERAL`, or one
+    tuple for both)."""
     known, truth = np.asarray(known, dtype=bool), np.asarray(truth) - 1
-    chosen = np.isin(FEATURES, use)
     weights = {}
-    for name, rows, mask in (("novel", ~known, chosen & (np.array(FEATURES) != "match")), ("known", known, chosen)):
+    for name, rows in (("novel", ~known), ("known", known)):
+        mask = np.isin(FEATURES, _uses(use)[name])
         weights[name] = (tuple(_fit_weights(features_[rows], truth[rows], mask, l2)) if rows.any()
                          else getattr(UNFITTED, name))
-    return Fusion(weights["novel"], weights["known"], threshold, min_peaks)
+    return Fusion(weights["novel"], weights["known"], threshold, min_peaks, min_share)
 
 
 def cross_validated(make_features, known, truth, *, folds: int = 5, draws: int = 5, seed: int = 0,
-                    use=FEATURES) -> list[np.ndarray]:
+                    use=DEFAULT) -> list[np.ndarray]:
     """Out-of-fold final probabilities: for each of ``draws`` random splits into ``folds`` folds, every
     pattern answered by a fusion fitted on the other folds.
 

@@ -8,12 +8,13 @@ notebook 08 on measured patterns). A pattern whose nearest entry is a **twin** (
 explaining enough of its peaks) is a known phase, and ``trust`` is 'match'; otherwise the pattern is
 probably a structure the database does not hold, and ``trust`` is 'model'.
 
-The family shift weights each crystal family by its share among measured minerals over its share in the
+The **mineral prior** (``mineral_prior=True``, ``--mineral-prior``) is off unless asked for: the tool meets
+synthetic compounds, films and pellets too, and a prior for minerals would mislead there. It adds, for a
+pattern without a twin, the groups of the nearest structure types in AMCSD, and for every pattern a
+crystal-family shift: each family weighted by its share among measured minerals over its share in the
 training data (``metadata['family_shares']``, estimated without labels by
-:func:`xtal_utils.evaluate.estimate_family_shares`): it corrects the training database's lack of
-low-symmetry minerals, and is a prior for samples like them. It is off unless asked for
-(``mineral_prior=True``, ``--mineral-prior``): the tool meets synthetic compounds, films and pellets too, and a
-prior for minerals would mislead there.
+:func:`xtal_utils.evaluate.estimate_family_shares`), which corrects the training database's lack of
+low-symmetry minerals.
 
 From the shell::
 
@@ -48,6 +49,7 @@ from xtal_utils.patterns import TUBE_LINES, NotAPatternError, PatternFileError, 
 
 PATTERN_SUFFIXES = (".xy", ".xye", ".csv", ".dat", ".txt", ".gsa", ".gss", ".fxye", ".gsas", ".raw")
 NEUTRON_FORMATS = ("d1a", "d1b", "d2b", "3t2", "d20", "hrpt", "g41", "nls")  # CrysFML modes of neutron instruments
+XRAY_MAX_TWO_THETA = 160.0  # degrees; laboratory X-ray goniometers stop below, neutron diffractometers reach beyond
 SHORTLIST_VIEW = "sqrt"  # intensity scale of the library view whose nearest entries re-rank the model's answer
 SHORTLIST_SHARPNESS = 30.0  # of that view's extinction-group scores (Library.extinction_group_scores)
 TOP_MATCHES = 5
@@ -66,7 +68,8 @@ class Answer:
     trust: str  # 'match' or 'model'
     matched_peaks: int | None = None  # peaks of the pattern that the nearest entry explains (None: no search)
     family_shift: bool = False  # whether the final answer applied the crystal-family prior for minerals
-    rule: tuple[float, int] | None = None  # the twin rule applied: least similarity, least matched peaks
+    rule: tuple[float, int, float] | None = None  # the twin rule: least similarity, matched peaks, matched share
+    pattern_peaks: int | None = None  # the pattern's peaks that the nearest entry could explain
 
 
 def family_weights(measured_shares, training_shares, power: float = 1.0) -> np.ndarray:
@@ -99,9 +102,10 @@ def search(library, queries: np.ndarray) -> dict:
     entry explains, and the square-root view's group scores."""
     similarity = library.similarities(queries)
     nearest = similarity.argmax(axis=1)
-    _, matched = library.matched_peaks(queries, nearest)
+    peaks, matched = library.matched_peaks(queries, nearest)
     view = library.rescaled(SHORTLIST_VIEW)
     return {"similarity": similarity, "best": similarity[np.arange(len(nearest)), nearest], "matched_peaks": matched,
+            "query_peaks": peaks,
             "match_eg": library.extinction_group_scores(similarity),
             "types_eg": view.extinction_group_scores(view.similarities(queries), sharpness=SHORTLIST_SHARPNESS)}
 
@@ -120,8 +124,7 @@ def final_answers(model_eg: np.ndarray, found: dict | None, *, fusion: Fusion = 
     model_eg = np.asarray(model_eg, dtype=np.float64)
     if found is None:
         return model_eg, np.zeros(len(model_eg), dtype=bool)
-    known = twins(found["best"], found["matched_peaks"], threshold=fusion.threshold if threshold is None else threshold,
-                  min_peaks=fusion.min_peaks)
+    known = fusion.twins(found, threshold)
     values = features(model_eg, found["types_eg"], found["match_eg"], family)
     return fuse(values, known, fusion), known
 
@@ -168,7 +171,8 @@ def answers(classifier, inputs: np.ndarray, queries: np.ndarray | None, *, libra
                           "match" if known[i] else "model",
                           None if found is None else int(found["matched_peaks"][i]), family is not None,
                           None if found is None else (fusion.threshold if threshold is None else threshold,
-                                                      fusion.min_peaks)))
+                                                      fusion.min_peaks, fusion.min_share),
+                          None if found is None else int(found["query_peaks"][i])))
     return out
 
 
@@ -193,12 +197,13 @@ def report(path, result: Answer | None, *, top: int, error: str | None = None, w
     message or None, skipped (a file in a folder that is not a pattern), and the model's space groups
     for a space-group model."""
     out = {"file": str(path), "trust": None, "final": [], "model": [], "space_group": None, "matches": [],
-           "matched_peaks": None, "family_shift": False, "twin_rule": None,
+           "matched_peaks": None, "pattern_peaks": None, "family_shift": False, "twin_rule": None,
            "warnings": list(warnings), "error": error, "skipped": skipped}
     if result is not None:
         space_group = best_space_group(result)
-        out.update(trust=result.trust, matched_peaks=result.matched_peaks, family_shift=result.family_shift,
-                   twin_rule=None if result.rule is None else {"similarity": result.rule[0], "peaks": result.rule[1]},
+        out.update(trust=result.trust, matched_peaks=result.matched_peaks, pattern_peaks=result.pattern_peaks,
+                   family_shift=result.family_shift,
+                   twin_rule=None if result.rule is None else dict(zip(("similarity", "peaks", "share"), result.rule)),
                    final=ranked(result.final, "extinction_group", top),
                    model=ranked(result.model, "extinction_group", top), matches=to_jsonable(result.matches),
                    space_group=None if space_group is None else
@@ -296,16 +301,20 @@ def format_text(item: dict, classifier: Classifier | Ensemble, args: argparse.Na
     if item["matches"]:
         best, rule = item["matches"][0], item["twin_rule"]
         evidence = (f"cosine similarity {best['similarity']:.3f}, explaining {item['matched_peaks']} of the "
-                    f"pattern's peaks; a twin needs >= {rule['similarity']:g} and >= {rule['peaks']} peaks")
+                    f"pattern's {item['pattern_peaks']} peaks; a twin needs >= {rule['similarity']:g}, "
+                    f">= {rule['peaks']} peaks and >= {rule['share']:.0%} of them")
         if item["trust"] == "match":
             lines.append(f"answer: a known phase. The nearest database entry, {best['mineral'] or best['formula']} "
                          f"(AMCSD {best['entry_id']}), is its twin ({evidence}); its group leads the final ranking.")
         else:
             lines.append(f"answer: no twin in the database ({evidence}): probably a structure the database lacks. "
-                         "The final ranking is the model's, re-ranked by the groups of the nearest structure types.")
+                         + ("The final ranking is the model's, re-ranked by the groups of the nearest structure types."
+                            if item["family_shift"] else
+                            "The final ranking is the model's, its probabilities calibrated on measured patterns."))
         if item["family_shift"]:
             lines.append("--mineral-prior: the final answer weighs crystal families as among measured minerals "
-                         "(RRUFF's); leave it out for synthetic compounds, films and other samples.")
+                         "(RRUFF's) and AMCSD's nearest structure types; leave it out for synthetic compounds, "
+                         "films and other samples.")
     if item["space_group"]:
         lines.append(f"most likely space group: {item['space_group']['label']} ({item['space_group']['name']})")
     lines.append("")
@@ -362,7 +371,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wavelength", type=float, default=None,
                         help="of the measurement, Angstrom (default: the one stated in the file's header, else "
                              f"{CU_KALPHA1} for X-rays; a neutron pattern needs one or the other)")
-    parser.add_argument("--radiation", choices=RADIATIONS, default="xray", help="(default: xray)")
+    parser.add_argument("--radiation", choices=RADIATIONS, default=None,
+                        help="(default: xray; a file that looks like neutron data then needs it named)")
     parser.add_argument("--format", default=None, metavar="MODE",
                         help="the file format: 'columns', 'fxye' or a CrysFML mode (gsas, d1a, 3t2, default, d20, "
                              "hrpt, xysigma, ...); default: told from the content")
@@ -376,7 +386,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                              "file says; --no-prior for a sample unlike the database's usual minerals)")
     parser.add_argument("--mineral-prior", action="store_true",
                         help="the sample is a mineral: weigh crystal families as among measured minerals (RRUFF's), "
-                             "which the training database lacks (default: off)")
+                             "which the training database lacks, and AMCSD's nearest structure types (default: off)")
     parser.add_argument("--no-match", action="store_true", help="skip the search-match against AMCSD")
     parser.add_argument("--library", type=Path, help="search-match library file (default: AMCSD, built once in "
                                                      "the user's cache directory)")
@@ -394,6 +404,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--wavelength must be from 0.1 to 10 (Angstrom), got {args.wavelength}")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         parser.error(f"--threshold is a cosine similarity: above 0 and at most 1, got {args.threshold}")
+    args.radiation_named = args.radiation is not None
+    args.radiation = args.radiation or "xray"
     return args
 
 
@@ -440,14 +452,27 @@ def build_libraries(args: argparse.Namespace) -> None:
         print(f"{radiation}: {search_match.library_path(settings)}")
 
 
-def radiation_warnings(path: Path, args: argparse.Namespace, stated: float | None) -> list[str]:
-    """Hints that an X-ray run was given a neutron pattern: a neutron instrument's file format, or a
-    stated wavelength that no X-ray tube emits (none of the K-alpha lines of :data:`TUBE_LINES`)."""
+def radiation_warnings(path: Path, args: argparse.Namespace, stated: float | None, two_theta_max: float) -> list[str]:
+    """Hints that an X-ray run was given a neutron pattern.
+
+    A neutron instrument's file format, or a 2-theta range beyond :data:`XRAY_MAX_TWO_THETA`, is strong
+    evidence: unless ``--radiation`` was named, it raises :class:`PatternFileError` (the file gets an error
+    row). A stated wavelength that no X-ray tube emits (none of the K-alpha lines of :data:`TUBE_LINES`) is
+    a warning, since synchrotron patterns have such wavelengths too."""
     if args.radiation != "xray":
         return []
     mode = args.format or sniff_format(path.read_text(errors="replace").splitlines()[:60])
+    strong = None
     if mode in NEUTRON_FORMATS:
-        return [f"{path}: the {mode!r} format is a neutron instrument's; for neutron data give --radiation neutron"]
+        strong = f"the {mode!r} format is a neutron instrument's"
+    elif two_theta_max > XRAY_MAX_TWO_THETA:
+        strong = (f"2-theta reaches {two_theta_max:.1f} deg, beyond what laboratory X-ray goniometers measure "
+                  f"(about {XRAY_MAX_TWO_THETA:g}) and as neutron diffractometers do")
+    if strong and not getattr(args, "radiation_named", True):
+        raise PatternFileError(path, f"{strong}: this looks like neutron data; give --radiation neutron, or "
+                               "--radiation xray to classify it as X-ray data")
+    if strong:
+        return [f"{path}: {strong}; for neutron data give --radiation neutron"]
     if args.wavelength is None and stated is not None and min(abs(stated - w) for w in TUBE_LINES.values()) > 0.01:
         return [f"{path}: the header states {stated:g} A, which no X-ray tube emits; for neutron data give "
                 "--radiation neutron (a synchrotron pattern needs nothing)"]
@@ -466,7 +491,7 @@ def classify_files(paths: list[Path], classifier, library, args: argparse.Namesp
             if is_own_output(path):
                 raise NotAPatternError(path, f"a table written by {PROG}, not a pattern")
             two_theta, intensity, stated = read_pattern(path, format=args.format, with_wavelength=True)
-            warnings[i] = radiation_warnings(path, args, stated)
+            warnings[i] = radiation_warnings(path, args, stated, float(np.max(two_theta)))
             wavelength = args.wavelength or stated or (CU_KALPHA1 if args.radiation == "xray" else None)
             if wavelength is None:
                 raise PatternFileError(path, "no wavelength given (--wavelength) and none stated in the file")

@@ -33,6 +33,7 @@ import numpy as np
 MIN_POINTS = 50  # fewer samples than this cannot resolve a powder pattern
 MIN_COVERAGE = 0.5  # fraction of the model's 2-theta span that the measurement must cover
 TRUNCATED_SHARE = 0.05  # an instrument file whose last 5% of points or more are exactly zero was cut short
+MIN_PEAK_SNR = 8.0  # strongest feature over the noise (peak_to_noise): counting noise alone stays below 6
 MIN_SIGNAL = 1e-6  # fraction of the pattern's own range that must lie on the grid; less is rounding noise
 _NUMBER_ROW = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[\s,;]")
 # 'Wavelength: 1.912', 'Lambda1 0.7093', 'wave length = 1.54', 'K-Alpha1 [A] 1.5406', 'alpha1 1.54056'
@@ -258,6 +259,27 @@ def check_pattern(two_theta, intensity, *, source="pattern") -> None:
     if np.count_nonzero(intensity) < MIN_POINTS:
         raise PatternFileError(source, f"only {np.count_nonzero(intensity)} of {len(intensity)} points have a non-zero "
                                f"intensity; at least {MIN_POINTS} are needed")
+    snr = peak_to_noise(intensity)
+    if snr < MIN_PEAK_SNR:
+        raise PatternFileError(source, f"no peak stands out of the noise: the strongest feature is {snr:.1f} noise s.d. "
+                               f"above the median; at least {MIN_PEAK_SNR:g} are needed")
+
+
+def peak_to_noise(intensity, window: int = 5) -> float:
+    """The strongest feature's height above the median, in noise standard deviations, both after a moving
+    average over ``window`` points: peaks wider than the window keep their height while the noise shrinks.
+
+    The noise of one point is estimated from point-to-point differences (a robust s.d. by the median
+    absolute deviation, divided by sqrt(2)), which a smooth background and peaks hardly change. A pattern
+    without noise gives infinity."""
+    intensity = np.asarray(intensity, dtype=float)
+    steps = np.diff(intensity)
+    sigma = 1.4826 * np.median(np.abs(steps - np.median(steps)))
+    if sigma == 0:  # mostly equal neighbours (very low counts): fall back to the plain s.d. of the steps
+        sigma = steps.std()
+    smooth = np.convolve(intensity, np.ones(window) / window, mode="valid")
+    height = smooth.max() - np.median(smooth)
+    return float("inf") if sigma == 0 else float(height / (sigma / np.sqrt(2 * window)))
 
 
 def to_d_spacing(two_theta, wavelength: float) -> np.ndarray:

@@ -8,6 +8,8 @@ margin over search-match on patterns without a close twin, with a bootstrap inte
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from xtal_utils import evaluate, experiments, fusion, identify, pattern_sets as ps, search_match, symmetry
@@ -16,11 +18,12 @@ from xtal_utils.paths import DATA
 TWIN_THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8)  # best similarities below which a pattern counts as novel
 
 
-def rruff_inputs(*, threshold: float = fusion.MATCH_THRESHOLD, min_peaks: int = fusion.MIN_MATCHED_PEAKS,
-                 amcsd_limit=None) -> dict:
+def rruff_inputs(*, threshold: float = fusion.MATCH_THRESHOLD, amcsd_limit=None) -> dict:
     """RRUFF dev and its search-match against AMCSD: the patterns, the true extinction groups, the
     search-match's extinction-group scores (``identify.search``), which patterns have a twin
-    (:func:`xtal_utils.fusion.twins`), and the scores of the shortlist's view (``identify.SHORTLIST_VIEW``)."""
+    (:func:`xtal_utils.fusion.twins`, with the default rule at cosine ``threshold``), and the scores of the
+    shortlist's view (``identify.SHORTLIST_VIEW``)."""
+    rule = dataclasses.replace(fusion.UNFITTED, threshold=threshold)
     rruff = np.load(DATA / "rruff_dev" / "rruff_dev.npz")
     two_theta, measured = rruff["two_theta"], rruff["intensity"].astype(np.float64)
     settings = search_match.SearchSettings()
@@ -32,8 +35,8 @@ def rruff_inputs(*, threshold: float = fusion.MATCH_THRESHOLD, min_peaks: int = 
     return {"two_theta": two_theta, "measured": measured, "space_group": rruff["space_group"].astype(int),
             "extinction_group": symmetry.extinction_groups(rruff["space_group"].astype(int)),
             "match_eg": found["match_eg"], "best": found["best"], "matched_peaks": found["matched_peaks"],
-            "known": fusion.twins(found["best"], found["matched_peaks"], threshold=threshold, min_peaks=min_peaks),
-            "types_eg": found["types_eg"], "threshold": threshold, "min_peaks": min_peaks,
+            "query_peaks": found["query_peaks"], "known": rule.twins(found), "types_eg": found["types_eg"],
+            "twin_rule": {"similarity": rule.threshold, "peaks": rule.min_peaks, "share": rule.min_share},
             "training_family_shares": training_family_shares()}
 
 
@@ -53,11 +56,16 @@ def model_eg(classifier, rruff: dict, *, use_prior: bool | None) -> np.ndarray:
     return symmetry.collapse_to_extinction_groups(p) if p.shape[1] == symmetry.N_SPACE_GROUPS else p
 
 
-def final_answer(model_eg: np.ndarray, rruff: dict, *, family_shift: bool = True, use=fusion.FEATURES,
-                 draws: int = 5, seed: int = 0) -> np.ndarray:
-    """(n, 99) the cross-validated final answer of a model's probabilities, as notebook 08 makes it: the
-    mean over ``draws`` random 5-fold splits of each pattern's answer by a fusion fitted on the other
-    folds, the family shares estimated (without labels) on those folds too."""
+def final_answer(model_eg: np.ndarray, rruff: dict, **options) -> np.ndarray:
+    """(n, 99) the mean over the draws of :func:`final_answer_draws`."""
+    return np.mean(final_answer_draws(model_eg, rruff, **options), axis=0)
+
+
+def final_answer_draws(model_eg: np.ndarray, rruff: dict, *, family_shift: bool = False, use=None,
+                       draws: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """The cross-validated final answers (n, 99) of a model's probabilities, one per random 5-fold split,
+    as notebook 08 makes them: each pattern answered by a fusion fitted on the other folds, the family
+    shares estimated (without labels) on those folds too."""
     training = rruff["training_family_shares"]
 
     def make_features(rows):
@@ -66,9 +74,9 @@ def final_answer(model_eg: np.ndarray, rruff: dict, *, family_shift: bool = True
             family = identify.family_weights(evaluate.estimate_family_shares(model_eg[rows], training), training)
         return fusion.features(model_eg, rruff["types_eg"], rruff["match_eg"], family)
 
-    use = use if family_shift else tuple(f for f in use if f != "family")
-    return np.mean(fusion.cross_validated(make_features, rruff["known"], rruff["extinction_group"], draws=draws,
-                                          seed=seed, use=use), axis=0)
+    use = use or (fusion.MINERAL if family_shift else fusion.DEFAULT)
+    return fusion.cross_validated(make_features, rruff["known"], rruff["extinction_group"], draws=draws, seed=seed,
+                                  use=use)
 
 
 def score_answers(answers: dict, rruff: dict) -> dict:
@@ -80,7 +88,7 @@ def score_answers(answers: dict, rruff: dict) -> dict:
         answers[f"final ({name})"] = final_answer(answers[name], rruff)
     answers["search-match"] = match_eg
     subsets = {"all": np.ones(len(truth), bool), "close twin": known, "no close twin": ~known}
-    out = {"n": len(truth), "n_close_twin": int(known.sum()), "threshold": rruff["threshold"], "scores": {}}
+    out = {"n": len(truth), "n_close_twin": int(known.sum()), "twin_rule": rruff["twin_rule"], "scores": {}}
     for name, p in answers.items():
         for subset, rows in subsets.items():
             s = evaluate.score(p[rows], truth[rows], "extinction_group")
