@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
 
@@ -204,3 +205,39 @@ def test_in_model_space_keeps_the_logits_and_scales_the_input():
     assert np.all(np.diff(scaled[0][np.argsort(patterns[0])]) >= 0)  # a monotone rescaling
     linear = ResNet1d(99)
     assert at.in_model_space(linear, patterns)[0] is linear
+
+
+class _ReadsOnePosition(nn.Module):
+    """Extinction-group logits: group 1's logit is 30 times the intensity at grid point ``index``; the
+    others are 0. So a peak there takes probability from every other group."""
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 99, dtype=x.dtype)
+        logits[:, 0] = 30 * x[:, 0, self.index]
+        return logits
+
+
+def test_insertion_drop_finds_the_position_a_model_reads():
+    two_theta = np.linspace(10, 80, 701)
+    pattern = np.exp(-0.5 * ((two_theta - 30) / 0.05) ** 2)[None]
+    model = _ReadsOnePosition(int(np.argmin(np.abs(two_theta - 40))))
+    group = np.array([2])
+    at_read = at.insertion_drop(model, pattern, group, [40.0], two_theta=two_theta, fwhm=0.1, height=0.5)
+    elsewhere = at.insertion_drop(model, pattern, group, [60.0], two_theta=two_theta, fwhm=0.1, height=0.5)
+    assert at_read[0] > 1.0 and abs(elsewhere[0]) < 1e-6
+
+
+def test_insertion_positions_avoid_the_reflections():
+    two_theta = np.linspace(10, 80, 701)
+    marks = at.ReflectionMarks(space_group=14, allowed=np.array([30.0, 50.0]), absent=np.array([30.05, 40.0]),
+                               absent_hkl=np.zeros((2, 3), int))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        absent, random = at.insertion_positions(marks, two_theta, 0.2, rng)
+        assert absent == 40.0  # 30.05 lies under an allowed reflection
+        assert min(abs(random - p) for p in (30.0, 50.0, 30.05, 40.0)) > 0.4
+    assert at.insertion_positions(dataclasses.replace(marks, absent=np.array([30.05])), two_theta, 0.2, rng) is None

@@ -261,6 +261,12 @@ def test_07_interpretability():
         assert m[f"peak_enrichment_{name}"] > 1.0
         assert m[f"absent_enrichment_{name}"] < 0.5
     assert m["pattern_peak_enrichment"] > 1.0 and m["pattern_absent_enrichment"] < 0.5
+    # the causal test: a peak at an absent position against one where the lattice has none
+    assert 0 < m["insertion_n"] <= m["n_marked"]
+    for name in ("eg", "sg", "untrained"):
+        d = {c: m[f"insertion_{name}_{c}"] for c in ("absent", "random", "difference", "se", "share_more")}
+        assert d["difference"] == pytest.approx(d["absent"] - d["random"], abs=1e-9)
+        assert d["se"] >= 0 and 0.0 <= d["share_more"] <= 1.0
     # the same main extinction-group model and AMCSD test split as notebook 04's balanced model
     path = RUNS / "04_bias" / "smoke" / "metrics.json"
     if path.exists():

@@ -9,6 +9,9 @@
   from the structure's own symmetry operations (spglib), so that any setting works.
 - :func:`window_mask` and :func:`enrichment` turn those positions into a number that can fail: the share
   of |attribution| near the reflections divided by the share of the 2-theta axis that is near them.
+- :func:`insertion_positions` and :func:`insertion_drop` are a causal test beside those correlations: add
+  a peak where the true group forbids a reflection that the lattice allows, and see how much the model's
+  probability of the true extinction group falls, against the same peak where the lattice has none.
 
 A zero baseline makes Integrated Gradients proportional to the input (attribution = x times an averaged
 gradient), so it cannot credit 2-theta where the pattern is zero, such as an empty absent position.
@@ -32,7 +35,7 @@ import torch
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from xtal_utils.models import scale_intensity
-from xtal_utils.symmetry import systematically_absent
+from xtal_utils.symmetry import collapse_to_extinction_groups, systematically_absent
 
 METHODS = ("integrated_gradients", "saliency")
 SYMPREC = 0.01  # Angstrom; spglib's distance tolerance (pymatgen's default)
@@ -274,3 +277,57 @@ def enrichment(attribution, masks) -> dict[str, float]:
     coverage = float(masks[used].mean()) if used.any() else math.nan
     return {"share": share, "coverage": coverage,
             "enrichment": share / coverage if coverage > 0 else math.nan, "n": int(used.sum())}
+
+
+def insertion_positions(marks: ReflectionMarks, two_theta, half_width: float,
+                        rng: np.random.Generator) -> tuple[float, float] | None:
+    """Two places for one inserted peak: a systematically absent position of ``marks`` with no allowed
+    reflection within ``2 * half_width`` degrees, and a random grid point with no reflection of the lattice,
+    allowed or absent, within that distance. None when the pattern has no such absent position."""
+    two_theta = np.asarray(two_theta, dtype=np.float64)
+    allowed = np.sort(marks.allowed)
+    free = ~window_mask(marks.absent, allowed, 2 * half_width) if len(marks.absent) else np.zeros(0, bool)
+    if not free.any():
+        return None
+    empty = ~window_mask(two_theta, np.concatenate([marks.allowed, marks.absent]), 2 * half_width)
+    inner = (two_theta > two_theta[0] + 2 * half_width) & (two_theta < two_theta[-1] - 2 * half_width)
+    candidates = np.flatnonzero(empty & inner)
+    if not len(candidates):
+        return None
+    return float(rng.choice(marks.absent[free])), float(two_theta[rng.choice(candidates)])
+
+
+@torch.no_grad()
+def extinction_group_log_probability(model: torch.nn.Module, patterns, groups, *, batch_size: int = 256) -> np.ndarray:
+    """(n,) log of each pattern's probability of its extinction group ``groups`` (1-based), from a model
+    with 99 extinction-group outputs or 230 space-group outputs (collapsed to extinction groups)."""
+    patterns = np.asarray(patterns, dtype=np.float32)
+    groups = np.asarray(groups, dtype=np.int64)
+    device = _model_device(model)
+    model.eval()
+    out = []
+    for start in range(0, len(patterns), batch_size):
+        x = torch.tensor(patterns[start : start + batch_size], device=device)[:, None, :]
+        p = torch.softmax(model(x).double(), dim=1).cpu().numpy()
+        p = collapse_to_extinction_groups(p) if p.shape[1] == 230 else p
+        out.append(np.log(np.clip(p[np.arange(len(p)), groups[start : start + batch_size] - 1], 1e-300, None)))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def insertion_drop(model: torch.nn.Module, patterns, groups, positions, *, two_theta, fwhm: float,
+                   height: float) -> np.ndarray:
+    """(n,) how much the log-probability of each pattern's extinction group ``groups`` (1-based) falls when a
+    Gaussian peak of ``fwhm`` degrees and ``height`` times the pattern's maximum is added at ``positions``
+    (n,) degrees 2-theta, the pattern then rescaled to a maximum of 1 as the model was trained.
+
+    Args:
+        patterns: (n, n_points) on the grid ``two_theta`` (degrees), maximum 1.
+    """
+    patterns = np.asarray(patterns, dtype=np.float64)
+    two_theta = np.asarray(two_theta, dtype=np.float64)
+    sigma = fwhm / (2 * math.sqrt(2 * math.log(2)))
+    peaks = np.exp(-0.5 * ((two_theta[None] - np.asarray(positions, dtype=np.float64)[:, None]) / sigma) ** 2)
+    edited = patterns + height * patterns.max(axis=1, keepdims=True) * peaks
+    edited /= edited.max(axis=1, keepdims=True)
+    return (extinction_group_log_probability(model, patterns, groups)
+            - extinction_group_log_probability(model, edited, groups))
