@@ -241,3 +241,38 @@ def test_insertion_positions_avoid_the_reflections():
         assert absent == 40.0  # 30.05 lies under an allowed reflection
         assert min(abs(random - p) for p in (30.0, 50.0, 30.05, 40.0)) > 0.4
     assert at.insertion_positions(dataclasses.replace(marks, absent=np.array([30.05])), two_theta, 0.2, rng) is None
+
+
+@pytest.mark.parametrize("name, space_group, expected", [
+    ("NaCl", 225, {"F - - - (cubic)": 1.0}),
+    ("diamond", 227, {"F d - - (cubic)": 1.0}),
+    ("alpha-quartz", 154, {"P 31 - - (hexagonal)": 0.5, "P 62 - - (hexagonal)": 0.5}),  # an ITA split
+])
+def test_the_oracle_reads_known_structures(name, space_group, expected):
+    from xtal_utils.diffraction import PowderSimulator
+    from xtal_utils.symmetry import extinction_group_name
+
+    structure = {
+        "NaCl": lambda: Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "diamond": lambda: Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]),
+        "alpha-quartz": lambda: Structure.from_spacegroup(154, Lattice.hexagonal(4.913, 5.405), ["Si", "O"],
+                                                          [[0.4697, 0, 0], [0.4135, 0.2669, 0.1191]]),
+    }[name]()
+    for fwhm, floor in ((0.1, 1e-3), (1e-4, 0.0)):  # the study's grid, and perfect data
+        simulator = PowderSimulator(two_theta_range=(5, 90), n_points=1024, fwhm=fwhm)
+        credit = at.extinction_oracle(structure, space_group, simulator, floor=floor)
+        assert {extinction_group_name(int(g) + 1): c for g, c in enumerate(credit) if c} == pytest.approx(expected)
+
+
+def test_the_oracle_is_right_for_nearly_every_random_crystal_on_perfect_data():
+    """No width and no floor: only the ITA splits (one half) and reflections that special positions make
+    vanish keep the oracle from the true group."""
+    from xtal_utils import crystals
+    from xtal_utils.diffraction import PowderSimulator
+    from xtal_utils.symmetry import extinction_group
+
+    batch = crystals.sample_crystals(40, seed=5)
+    simulator = PowderSimulator(two_theta_range=(5, 90), n_points=1024, fwhm=1e-4)
+    credit = [at.extinction_oracle(s, int(g), simulator, floor=0.0)[extinction_group(int(g)) - 1]
+              for s, g in zip(batch.to_structures(), batch.space_group)]
+    assert np.mean(credit) >= 0.9

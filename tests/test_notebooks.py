@@ -108,6 +108,13 @@ def test_02_sg_vs_ext():
     assert 0.0 <= m["sg_right_given_eg_right_multi"] <= 1.0 and 0.0 < m["sg_chance_given_eg_right_multi"] <= 0.5
     for row in m["within_eg"]:
         assert row["chance"] == pytest.approx(1 / row["members"]) and 0.0 <= row["mean"] <= 1.0
+    # the ceiling: the oracle's credit on a sample of each test set, and each model's share of it
+    for suffix, test in (("", "from_random"), ("_fresh", "fresh")):
+        assert m[f"ceiling_n{suffix}"] == min(smoke["ceiling_samples"], m["n_test"][test])
+        assert 0.5 <= m[f"ceiling_extinction_group_top1{suffix}"] <= 1.0  # a clean pattern tells most groups
+        assert all(0.0 <= v <= 1.0 for v in m[f"ceiling_by_family{suffix}"].values())
+        assert m[f"eg_model_share_of_ceiling{suffix}"] == pytest.approx(
+            m[f"eg_model_extinction_group_top1{suffix}"] / m[f"ceiling_extinction_group_top1{suffix}"])
 
 
 @pytest.mark.notebook

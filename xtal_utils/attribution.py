@@ -9,6 +9,8 @@
   from the structure's own symmetry operations (spglib), so that any setting works.
 - :func:`window_mask` and :func:`enrichment` turn those positions into a number that can fail: the share
   of |attribution| near the reflections divided by the share of the 2-theta axis that is near them.
+- :func:`extinction_oracle` is the ceiling of what a pattern can tell: the extinction group that a
+  crystallographer who knows the cell reads from the reflections that stand out of the noise.
 - :func:`insertion_positions` and :func:`insertion_drop` are a causal test beside those correlations: add
   a peak where the true group forbids a reflection that the lattice allows, and see how much the model's
   probability of the true extinction group falls, against the same peak where the lattice has none.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -35,7 +38,8 @@ import torch
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from xtal_utils.models import scale_intensity
-from xtal_utils.symmetry import collapse_to_extinction_groups, systematically_absent
+from xtal_utils.symmetry import (collapse_to_extinction_groups, crystal_family, n_extinction_groups, operations,
+                                 space_groups_in, systematically_absent)
 
 METHODS = ("integrated_gradients", "saliency")
 SYMPREC = 0.01  # Angstrom; spglib's distance tolerance (pymatgen's default)
@@ -219,16 +223,7 @@ def reflection_marks(structure, *, wavelength: float, two_theta_range: tuple[flo
         raise ValueError(f"spglib found no symmetry for {structure.composition.reduced_formula}: {error}") from error
     if dataset is None:
         raise ValueError(f"spglib found no symmetry for {structure.composition.reduced_formula}")
-    lo, hi = two_theta_range
-    g_lo, g_hi = (2 * math.sin(math.radians(t / 2)) / wavelength for t in (lo, hi))
-    points = structure.lattice.reciprocal_lattice_crystallographic.get_points_in_sphere(
-        np.zeros((1, 3)), np.zeros(3), g_hi)
-    hkl = np.rint(np.array([p[0] for p in points])).astype(np.int64).reshape(-1, 3)
-    g = np.array([p[1] for p in points]).reshape(-1)
-    keep = (g >= g_lo) & np.any(hkl != 0, axis=1)
-    hkl, g = hkl[keep], g[keep]
-    two_theta = 2 * np.degrees(np.arcsin(np.clip(g * wavelength / 2, 0.0, 1.0)))
-
+    hkl, two_theta = lattice_reflections(structure, wavelength=wavelength, two_theta_range=two_theta_range)
     absent = systematically_absent(hkl, dataset.rotations, dataset.translations, tol=PHASE_TOL)
 
     key = np.rint(two_theta / COINCIDENT_TWO_THETA).astype(np.int64)
@@ -238,6 +233,74 @@ def reflection_marks(structure, *, wavelength: float, two_theta_range: tuple[flo
                            allowed=allowed_keys * COINCIDENT_TWO_THETA,
                            absent=absent_keys * COINCIDENT_TWO_THETA,
                            absent_hkl=hkl[absent])
+
+
+def lattice_reflections(structure, *, wavelength: float, two_theta_range: tuple[float, float]):
+    """Every reciprocal-lattice point hkl of the structure's cell within the 2-theta range, what a primitive
+    P1 cell of the same lattice would show: (m, 3) int hkl and (m,) 2-theta in degrees."""
+    lo, hi = two_theta_range
+    g_lo, g_hi = (2 * math.sin(math.radians(t / 2)) / wavelength for t in (lo, hi))
+    points = structure.lattice.reciprocal_lattice_crystallographic.get_points_in_sphere(
+        np.zeros((1, 3)), np.zeros(3), g_hi)
+    hkl = np.rint(np.array([p[0] for p in points])).astype(np.int64).reshape(-1, 3)
+    g = np.array([p[1] for p in points]).reshape(-1)
+    keep = (g >= g_lo) & np.any(hkl != 0, axis=1)
+    return hkl[keep], 2 * np.degrees(np.arcsin(np.clip(g[keep] * wavelength / 2, 0.0, 1.0)))
+
+
+def extinction_oracle(structure, space_group: int, simulator, *, floor: float) -> np.ndarray:
+    """(99,) the credit an oracle gives each extinction group for one crystal: the ceiling of what its
+    pattern can tell.
+
+    The oracle knows the cell. It calls a reflection **observed** when the peak at its position is at
+    least ``floor`` times the strongest and no stronger peak lies within the simulator's peak width
+    (``simulator.fwhm``; coincident reflections count as one peak). Among the extinction groups of the
+    crystal's family, each in the reference setting (:func:`xtal_utils.symmetry.operations`, as PyXtal and
+    the study's random crystals use), it keeps those that allow, for every observed peak, at least one
+    reflection within half a peak width of it (an orthorhombic group in any order of the axes). Of these it
+    takes the most specific, the one with the most absences among the lattice's reflections, as a
+    crystallographer reading an extinction symbol would; ties share the credit. A reflection that the
+    structure's special positions make vanish counts as absent, as it would for the crystallographer.
+
+    Args:
+        structure: a pymatgen Structure in the reference setting of ``space_group``.
+        simulator: a :class:`xtal_utils.diffraction.PowderSimulator` giving the wavelength, 2-theta range
+            and peak width.
+        floor: the weakest observable peak, relative to the strongest (0 for perfect data).
+    """
+    peaks = simulator.peaks(structure)
+    order = np.argsort(-peaks.intensity, kind="stable")
+    observed: list[float] = []
+    for i in order:
+        position = float(peaks.two_theta[i])
+        if peaks.intensity[i] < floor * peaks.intensity.max() or peaks.intensity[i] <= 0:
+            break
+        if all(abs(position - kept) >= simulator.fwhm for kept in observed):
+            observed.append(position)
+    hkl, two_theta = lattice_reflections(structure, wavelength=simulator.wavelength,
+                                         two_theta_range=simulator.two_theta_range)
+    near = [np.flatnonzero(np.abs(two_theta - t) <= simulator.fwhm / 2 + COINCIDENT_TWO_THETA) for t in observed]
+    family = crystal_family(space_group)
+    # orthorhombic extinction groups are defined up to the order of the axes (symmetry._canonical_absences)
+    orders = list(itertools.permutations(range(3))) if family == "orthorhombic" else [(0, 1, 2)]
+    candidates, specificity = [], []
+    for group in range(1, n_extinction_groups() + 1):
+        member = space_groups_in(group)[0]
+        if crystal_family(member) != family:
+            continue
+        counts = []
+        for order in orders:
+            absent = systematically_absent(hkl[:, order], *operations(member))
+            if all((~absent[rows]).any() for rows in near if len(rows)):
+                counts.append(int(absent.sum()))
+        if counts:
+            candidates.append(group)
+            specificity.append(max(counts))
+    credit = np.zeros(n_extinction_groups())
+    if candidates:
+        best = [g for g, s in zip(candidates, specificity) if s == max(specificity)]
+        credit[np.asarray(best) - 1] = 1.0 / len(best)
+    return credit
 
 
 def window_mask(two_theta, positions, half_width: float) -> np.ndarray:

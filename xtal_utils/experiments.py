@@ -19,18 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from xtal_utils import crystals, evaluate
+from xtal_utils import attribution, crystals, evaluate
 from xtal_utils.config import atomic_path, cache_dir, cache_key, default_device
 from xtal_utils.datasets import PatternSource, SimulatedSource
 from xtal_utils.diffraction import SIMULATOR_VERSION, Augmentation
-from xtal_utils.models import MODELS, ResNet1dConfig, build_model, model_spec, n_parameters
+from xtal_utils.models import LOG_FLOOR, MODELS, ResNet1dConfig, build_model, model_spec, n_parameters
 from xtal_utils.paths import DATA
 from xtal_utils.pattern_sets import (REALISTIC, RRUFF_WAVELENGTH, SIMULATE_CHUNK, CrystalSet, Grid,
                                      amcsd_set, augmentation_key, augmented_patterns, balanced_set,
                                      index_digest)
 from xtal_utils.patterns import resample
-from xtal_utils.symmetry import n_classes
+from xtal_utils.symmetry import crystal_family, extinction_group, n_classes
 from xtal_utils.train import (StreamConfig, TrainConfig, fit_stream, load_checkpoint, predict,
                               recalibrate_batchnorm, train_cached)
 
@@ -155,6 +156,36 @@ class TestSet:
     name: str
     patterns: np.ndarray  # (n, n_points) float32, scaled to a maximum of 1
     space_groups: np.ndarray  # (n,)
+
+
+def stream_test_structures(grid: Grid, *, fresh: int = 1980, from_random_per_group: int = 10) -> dict:
+    """The crystals behind :func:`stream_test_sets`' ``fresh`` and ``from_random`` sets, in the same order:
+    name -> (pymatgen Structures, space groups (n,))."""
+    out = {}
+    if fresh:
+        batch = crystals.sample_crystals(fresh, seed=FRESH_TEST_SEED)
+        out["fresh"] = (batch.to_structures(), batch.space_group.astype(int))
+    if from_random_per_group:
+        data = balanced_set(from_random_per_group, FROM_RANDOM_TEST_SEED)
+        valid = data.valid(grid)
+        out["from_random"] = (data.structures[valid].to_structures(), data.space_groups[valid])
+    return out
+
+
+def ceiling(structures, space_groups, grid: Grid, *, floor: float = LOG_FLOOR, samples: int | None = None,
+            seed: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
+    """The ceiling of what a clean pattern on ``grid`` tells (:func:`xtal_utils.attribution.extinction_oracle`,
+    with the log-intensity floor the models see), for a seeded sample of ``samples`` crystals (all when None):
+    for each crystal (n,), its space group, crystal family and the oracle's credit for its true group."""
+    simulator = grid.simulator()
+    rows = np.arange(len(space_groups))
+    if samples is not None and samples < len(rows):
+        rows = np.sort(np.random.default_rng(seed).choice(rows, samples, replace=False))
+    credit = np.array([attribution.extinction_oracle(structures[i], int(space_groups[i]), simulator, floor=floor)
+                       [extinction_group(int(space_groups[i])) - 1]
+                       for i in tqdm(rows, desc="ceiling", disable=not progress, leave=False)])
+    return {"space_group": np.asarray(space_groups)[rows].astype(int),
+            "family": np.array([crystal_family(int(space_groups[i])) for i in rows]), "credit": credit}
 
 
 def stream_test_sets(grid: Grid, *, fresh: int = 1980, from_random_per_group: int = 10,

@@ -68,8 +68,9 @@ def _hall_numbers() -> dict[int, int]:
 
 
 @cache
-def _operations(space_group: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rotations (n, 3, 3) and translations (n, 3) of a space group, centring included."""
+def operations(space_group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rotations (n, 3, 3) and translations (n, 3) of a space group in spglib's reference setting (its
+    first Hall number: unique axis b, hexagonal axes for R), centring included."""
     ops = spglib.get_symmetry_from_database(_hall_numbers()[space_group])
     return ops["rotations"], ops["translations"]
 
@@ -84,7 +85,7 @@ def _order(rotation: np.ndarray) -> int:
 @cache
 def _system_of(space_group: int) -> str:
     """Crystal system from the point group: the orders of the proper parts det(R) R."""
-    rotations, _ = _operations(space_group)
+    rotations, _ = operations(space_group)
     proper = {(np.rint(np.linalg.det(r)).astype(int) * r).tobytes(): np.rint(np.linalg.det(r)).astype(int) * r
               for r in rotations}
     orders = [_order(r) for r in proper.values()]
@@ -143,7 +144,7 @@ def systematically_absent(hkl, rotations, translations, tol: float = 1e-6) -> np
 def absences(space_group: int) -> frozenset[tuple[int, int, int]]:
     """The systematically absent reflections of a space group with |h|,|k|,|l| <= HKL_MAX."""
     hkl = _reflections()
-    absent = systematically_absent(hkl, *_operations(check_space_group(space_group)))
+    absent = systematically_absent(hkl, *operations(check_space_group(space_group)))
     return frozenset(map(tuple, hkl[absent]))
 
 
