@@ -180,6 +180,9 @@ def test_06_resolution():
     smoke = load_preset("smoke")
     assert sorted(map(int, m["top1_by_points"])) == sorted(smoke["resolution_points"])
     assert sorted(map(float, m["top1_by_fwhm"])) == sorted(smoke["resolution_fwhms"])
+    assert sorted(m["ceiling_by_fwhm"]) == sorted(m["top1_by_fwhm"]) and 0 < m["ceiling_n"]
+    for w, ceiling in m["ceiling_by_fwhm"].items():
+        assert 0.3 <= ceiling <= 1.0 and m["share_of_ceiling_by_fwhm"][w] == pytest.approx(m["top1_by_fwhm"][w] / ceiling)
     for key in ("top1_by_points", "top1_by_fwhm"):
         assert all(0.0 <= v <= m[key.replace("top1", "top5")][n] <= 1.0 for n, v in m[key].items())
     assert m["top1_coarsest_grid"] == m["top1_by_points"][str(min(smoke["resolution_points"]))]
