@@ -35,7 +35,8 @@ def test_the_table_renders_every_finding_from_the_committed_runs(committed, find
         assert line.startswith(f"| {finding['finding']} | {finding['notebook'][:2]} |")
         verdict = line.rsplit("**", 2)[1]
         assert verdict in [*finding["verdicts"], finding["otherwise"]]
-        assert finding["notebook"] in committed and finding["slides_say"].strip()
+        assert finding["notebook"] in committed
+        assert finding["slides_say"].strip() or "beyond the slides" in finding["finding"]  # a quote, unless none can be
 
 
 def test_a_verdict_follows_its_metric(committed, findings):
