@@ -115,6 +115,11 @@ def test_02_sg_vs_ext():
         assert all(0.0 <= v <= 1.0 for v in m[f"ceiling_by_family{suffix}"].values())
         assert m[f"eg_model_share_of_ceiling{suffix}"] == pytest.approx(
             m[f"eg_model_extinction_group_top1{suffix}"] / m[f"ceiling_extinction_group_top1{suffix}"])
+        for by in ("family", "absences"):  # the model beside the ceiling on the oracle's sample, split two ways
+            split = m[f"shortfall_by_{by}{suffix}"]
+            assert sum(v["n"] for v in split.values()) == m[f"ceiling_n{suffix}"]
+            assert all(0.0 <= v["eg_model"] <= 1.0 and 0.0 <= v["ceiling"] <= 1.0 for v in split.values())
+        assert set(m[f"shortfall_by_absences{suffix}"]) <= {"none", "centring only", "glides or screws"}
 
 
 @pytest.mark.notebook

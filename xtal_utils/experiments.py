@@ -176,7 +176,8 @@ def ceiling(structures, space_groups, grid: Grid, *, floor: float = LOG_FLOOR, s
             seed: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
     """The ceiling of what a clean pattern on ``grid`` tells (:func:`xtal_utils.attribution.extinction_oracle`,
     with the log-intensity floor the models see), for a seeded sample of ``samples`` crystals (all when None):
-    for each crystal (n,), its space group, crystal family and the oracle's credit for its true group."""
+    for each crystal of the sample (n,), its row in the given order (``index``), space group, crystal family and
+    the oracle's credit for its true group."""
     simulator = grid.simulator()
     rows = np.arange(len(space_groups))
     if samples is not None and samples < len(rows):
@@ -184,7 +185,7 @@ def ceiling(structures, space_groups, grid: Grid, *, floor: float = LOG_FLOOR, s
     credit = np.array([attribution.extinction_oracle(structures[i], int(space_groups[i]), simulator, floor=floor)
                        [extinction_group(int(space_groups[i])) - 1]
                        for i in tqdm(rows, desc="ceiling", disable=not progress, leave=False)])
-    return {"space_group": np.asarray(space_groups)[rows].astype(int),
+    return {"index": rows, "space_group": np.asarray(space_groups)[rows].astype(int),
             "family": np.array([crystal_family(int(space_groups[i])) for i in rows]), "credit": credit}
 
 
