@@ -400,6 +400,15 @@ def test_command_as_a_module(tmp_path, sg_path):
 
 # Search-match and batch mode, on a library of three synthetic entries.
 
+def _pattern_folder(tmp_path, known="a.xy", new="b.xy"):
+    """A folder with two pattern files: one of the library's entry 2 (``known``) and one of no entry."""
+    folder = tmp_path / "patterns"
+    folder.mkdir()
+    _write_xy(folder / known, *_pattern(peaks=(4.5, 3.3, 2.2, 1.8)))
+    _write_xy(folder / new, *_pattern(peaks=(6.1, 3.7, 2.05)))
+    return folder
+
+
 def _library(tmp_path):
     settings = SearchSettings(n_points=256, wavelength=CU, fwhm=0.25, background_window=21)
     rows = []
@@ -456,10 +465,7 @@ def test_a_rescaled_library_is_the_library_prepared_with_that_scale(tmp_path):
 
 def test_batch_folder_json_csv_and_a_bad_file(tmp_path, sg_path, capsys):
     library = _library(tmp_path)
-    folder = tmp_path / "patterns"
-    folder.mkdir()
-    _write_xy(folder / "a_known.xy", *_pattern(peaks=(4.5, 3.3, 2.2, 1.8)))
-    _write_xy(folder / "b_new.xy", *_pattern(peaks=(6.1, 3.7, 2.05)))
+    folder = _pattern_folder(tmp_path, "a_known.xy", "b_new.xy")
     (folder / "c_bad.xy").write_text(_BAD["nan.xy"])
     (folder / "notes.md").write_text("not a pattern")
     with pytest.raises(SystemExit) as exit_:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_classify import CU, _lines, _library, _pattern, _save, _write_xy
+from test_classify import CU, _lines, _library, _pattern, _pattern_folder, _save, _write_xy
 
 from xtal_utils import identify, symmetry
 from xtal_utils.classify import load_classifier
@@ -58,10 +58,7 @@ def test_decimal_commas_are_named_as_the_cause(tmp_path):
 
 def test_a_folder_skips_its_own_outputs_and_names_files_that_are_no_patterns(tmp_path, sg_path, capsys):
     library = _library(tmp_path)
-    folder = tmp_path / "patterns"
-    folder.mkdir()
-    _write_xy(folder / "a.xy", *_pattern(peaks=(4.5, 3.3, 2.2, 1.8)))
-    _write_xy(folder / "b.xy", *_pattern(peaks=(6.1, 3.7, 2.05)))
+    folder = _pattern_folder(tmp_path)
     (folder / "labels.csv").write_text("file,space_group\na.xy,14\nb.xy,62\n")
     argv = [str(folder), "--model", str(sg_path), "--library", str(library)]
     main(argv + ["--csv", str(folder / "results.csv")])  # exit 0: labels.csv is skipped, not a failure

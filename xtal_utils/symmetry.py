@@ -177,8 +177,8 @@ _STANDARD_SETTING = {"P - 1 1": "P 1 - 1", "P 21 1 1": "P 1 21 1", "P b 1 1": "P
 def extinction_group_name(extinction_group: int) -> str:
     """The printed name of an extinction group (1..99), unique among the 99: its extinction symbol in
     the standard setting and its crystal family, e.g. 'P - - - (cubic)' or 'P 1 21/c 1 (monoclinic)'."""
-    table = extinction_table("family")
-    row = table.iloc[space_groups_in(extinction_group) and int(extinction_group) - 1]
+    space_groups_in(extinction_group)  # raises for a number outside 1..99
+    row = extinction_table("family").iloc[int(extinction_group) - 1]
     return f"{_STANDARD_SETTING.get(row.symbol, row.symbol)} ({row.lattice})"
 
 
