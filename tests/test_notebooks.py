@@ -5,6 +5,7 @@ import time
 
 import nbformat
 import papermill
+import pandas as pd
 import pytest
 
 from xtal_utils.paths import NOTEBOOKS, RUNS
@@ -160,23 +161,39 @@ def test_04_bias():
 def test_05_scaling():
     m = _run("05_scaling")
     smoke = load_preset("smoke")
-    assert m["crystals"] == sorted(smoke["scaling_crystals"])
-    assert m["patterns_seen"] == smoke["sweep_steps"] * smoke["batch_size"]
+    pools = sorted(smoke["scaling_crystals"])
+    assert m["crystals"] == pools and m["pools"] == len(pools)
+    assert (m["short_steps"], m["long_steps"]) == (smoke["sweep_steps"], smoke["scaling_max_steps"])
     for short in ("resnet", "transformer"):
-        _check_topk(m, f"{short}_largest")
-        _check_topk(m, f"{short}_stream")
+        for k in (1, 5):
+            for run in ("short", "long"):
+                assert 0 <= m[f"{short}_stream_{run}_top{k}"] <= 1
+            assert list(m[f"{short}_top{k}_by_crystals"]) == [str(n) for n in pools]
         assert m[f"{short}_parameters"] > 0
-        assert list(m[f"{short}_top1_by_crystals"]) == [str(n) for n in sorted(smoke["scaling_crystals"])]
-        plateau = m[f"{short}_plateau_crystals"]
-        assert plateau is None or plateau in smoke["scaling_crystals"]
-    assert {r["architecture"] for r in m["runs"]} == {"ResNet1d", "Transformer1d"}
-    # each architecture: one model per pool and one on the unlimited stream, every one at the same budget
-    assert len(m["runs"]) == 2 * (len(smoke["scaling_crystals"]) + 1)
+        steps_run, best = m[f"{short}_steps_run_by_crystals"], m[f"{short}_best_step_by_crystals"]
+        for n in map(str, pools):
+            # a run ends at the cap or after `patience` evaluations past its best; it returns its best weights
+            assert best[n] <= steps_run[n] <= smoke["scaling_max_steps"]
+            assert steps_run[n] == smoke["scaling_max_steps"] or (
+                steps_run[n] - best[n] == smoke["scaling_patience"] * smoke["scaling_eval_every"])
+        top1 = m[f"{short}_top1_by_crystals"]
+        assert m[f"{short}_data_gain_top1"] == pytest.approx(top1[str(pools[-1])] - top1[str(pools[-2])])
+        assert m[f"{short}_schedule_gain_top1"] == pytest.approx(
+            m[f"{short}_stream_long_top1"] - m[f"{short}_stream_short_top1"])
+        assert m[f"{short}_plateaus"] == (max(m[f"{short}_data_gain_top1"], m[f"{short}_schedule_gain_top1"])
+                                          <= m["plateau_points"])
+        assert m[f"{short}_plateau_crystals"] is None or m[f"{short}_plateau_crystals"] in pools[:-1]
+    assert m["pools_stopped_early"] == m["resnet_pools_stopped_early"] + m["transformer_pools_stopped_early"]
+    # each architecture: one early-stopped model per pool and the stream at two schedule lengths
+    assert len(m["runs"]) == 2 * (len(pools) + 2)
     for r in m["runs"]:
-        if r["pool"] == "pool":
-            assert r["passes"] == pytest.approx(m["patterns_seen"] / r["crystals"])
-        else:
-            assert r["crystals"] == m["patterns_seen"]
+        if r["run"] != "pool":
+            assert r["steps_run"] == r["schedule_steps"] and not r["stopped_early"]
+    # every run's learning curve: an evaluation every scaling_eval_every steps, up to where the run stopped
+    curves = pd.DataFrame(m["curves"])
+    for (architecture, run, crystals), curve in curves.groupby(["architecture", "run", "crystals"], dropna=False):
+        assert curve.step.iloc[0] == smoke["scaling_eval_every"]
+        assert all(0 <= v <= 1 for v in curve.top1)
 
 
 @pytest.mark.notebook

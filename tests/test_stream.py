@@ -157,6 +157,47 @@ def test_resumed_training_gives_the_same_weights(tmp_path):
         assert torch.equal(value, again.state_dict()[key]), key
 
 
+def _scripted(values):
+    """An evaluate function that reports ``values`` as top-1, one per call, and records the weights it saw."""
+    seen = []
+
+    def evaluate(model, step):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"top1": values[len(seen) - 1]}
+
+    return evaluate, seen
+
+
+def test_early_stopping_returns_to_the_best_weights_and_resumes(tmp_path):
+    # top-1 rises to its best at the 2nd evaluation (step 4), then stays lower: with patience 2 training
+    # stops at the 4th evaluation (step 8) of 20 steps, and the model returns to step 4's weights
+    config = StreamConfig(steps=20, batch_size=8, lr=1e-2, eval_every=2, patience=2)
+    options = dict(checkpoint_every=2, workers=0, progress=False)
+    evaluate, seen = _scripted([0.1, 0.3, 0.2, 0.3, 0.9, 0.9])
+    model = _model()
+    state = fit_stream(model, _stream(), config, evaluate=evaluate, **options)
+    assert (state["step"], state["best_step"], state["stopped"]) == (8, 4, True)
+    assert [row["step"] for row in state["curve"]] == [2, 4, 6, 8]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, seen[1][key]), key
+    # interrupted after 5 steps and resumed from the checkpoint: the same stop and the same weights
+    evaluate, _ = _scripted([0.1, 0.3, 0.2, 0.3, 0.9, 0.9])
+    fit_stream(_model(), _stream(), config, evaluate=evaluate, checkpoint=tmp_path / "ck.pt", stop_after=5,
+               **options)
+    evaluate, _ = _scripted([0.2, 0.3, 0.9])  # the resumed run's evaluations: steps 6 and 8 (then stops)
+    again = _model()
+    resumed = fit_stream(again, _stream(), config, evaluate=evaluate, checkpoint=tmp_path / "ck.pt", **options)
+    assert (resumed["step"], resumed["best_step"], resumed["stopped"]) == (8, 4, True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_early_stopping_needs_evaluations():
+    with pytest.raises(ValueError, match="early stopping"):
+        fit_stream(_model(), _stream(), StreamConfig(steps=4, batch_size=8, patience=2), workers=0,
+                   progress=False)
+
+
 def test_stream_config_makes_the_stream_it_trains_on():
     config = StreamConfig(steps=6, batch_size=8, pool_batches=2, crystals=(("max_atoms", 24),))
     simulator = PowderSimulator(n_points=256, two_theta_range=(10, 60), fwhm=0.4, device="cpu")

@@ -147,6 +147,8 @@ def data_key(data: CrystalSet, grid: Grid, splits: dict, **extra) -> dict:
 
 FRESH_TEST_SEED = 987_654_321  # never a training stream's seed: those are small integers
 FROM_RANDOM_TEST_SEED = 1001  # the PyXtal crystals held out for every stream-trained model
+VALIDATION_SEED = 876_543_210  # the held-out crystals that early stopping and learning curves read
+VALIDATION_CRYSTALS = 1980  # 20 per extinction group on average
 
 
 @dataclass
@@ -187,6 +189,18 @@ def ceiling(structures, space_groups, grid: Grid, *, floor: float = LOG_FLOOR, s
                        for i in tqdm(rows, desc="ceiling", disable=not progress, leave=False)])
     return {"index": rows, "space_group": np.asarray(space_groups)[rows].astype(int),
             "family": np.array([crystal_family(int(space_groups[i])) for i in rows]), "credit": credit}
+
+
+def validation_set(grid: Grid, n: int = VALIDATION_CRYSTALS) -> TestSet:
+    """Held-out crystals of the stream's generator (:func:`crystals.sample_crystals`, seed
+    :data:`VALIDATION_SEED`, which no training stream and no test set uses), clean patterns on ``grid``:
+    what a stream model's learning curve and early stopping read, so that no test set chooses a model."""
+    batch = crystals.sample_crystals(n, seed=VALIDATION_SEED)
+    simulator = grid.simulator()
+    patterns = np.concatenate([simulator.simulate(batch[i: i + SIMULATE_CHUNK],
+                                                  symmetry=crystals.laue_symmetry_of(batch[i: i + SIMULATE_CHUNK].space_group))
+                               for i in range(0, n, SIMULATE_CHUNK)])
+    return TestSet("validation", patterns, batch.space_group.astype(int))
 
 
 def stream_test_sets(grid: Grid, *, fresh: int = 1980, from_random_per_group: int = 10,
@@ -300,12 +314,14 @@ def classifier_key(config: StreamConfig, grid: Grid, database: CrystalSet, train
 def stream_run_key(config: StreamConfig, grid: Grid, database: CrystalSet | None = None, index=None) -> dict:
     """What names a model of :func:`train_on_stream` in ``data/cache/stream_runs/``."""
     run = {name: getattr(config, name) for name in _RUN_KEY} | _changed(config, _RUN_KEY)
+    if config.eval_every:  # early stopping reads this set
+        run["validation"] = (VALIDATION_CRYSTALS, VALIDATION_SEED)
     rows = None if database is None else {"crystals": database.key, "index": index_digest(index)}
     return {"run": run, "grid": dataclasses.asdict(grid), "simulator": SIMULATOR_VERSION, "database": rows}
 
 
 def _fit_on_stream(config: StreamConfig, grid: Grid, structures, folder, *, recalibration_batches: int,
-                   progress: bool, device, evaluate_fn=None, eval_every: int = 0) -> tuple:
+                   progress: bool, device, evaluate_fn=None, eval_every: int | None = None) -> tuple:
     """Build the model of ``config``, train (or resume) it on its stream with ``folder/checkpoint.pt``, and
     re-estimate its BatchNorm statistics on ``recalibration_batches`` batches of another seed of the same
     distribution (the same pool or database). Returns the model in eval mode and ``fit_stream``'s state."""
@@ -396,12 +412,23 @@ def train_on_stream(config: StreamConfig, grid: Grid, *, database: CrystalSet | 
         model.load_state_dict(saved["model_state"])
         return model.to(device).eval(), saved["info"]
 
+    evaluate_fn = None
+    if config.eval_every:
+        validation = validation_set(grid)
+
+        def evaluate_fn(model, step):
+            scores = score_test(model, validation, config.kind, device=device)[1]
+            return {"top1": scores[f"{config.kind}_top1"], "top5": scores[f"{config.kind}_top5"]}
+
     model, state = _fit_on_stream(config, grid, structures, folder, recalibration_batches=32,
-                                  progress=progress, device=device)
+                                  progress=progress, device=device, evaluate_fn=evaluate_fn)
     info = {"seconds": state["seconds"], "data_seconds": state["data_seconds"],
             "patterns_seen": config.patterns_seen,
             "distinct_crystals": config.distinct_crystals if structures is None else len(structures),
             "parameters": n_parameters(model), "key": cache_key(key), "device": device}
+    if config.eval_every:  # the learning curve on the validation set, and where early stopping left off
+        info |= {"curve": state["curve"], "steps_run": state["step"], "best_step": state["best_step"],
+                 "stopped_early": state["stopped"]}
     with atomic_path(folder / "model.pt") as tmp:
         torch.save({"model_spec": model_spec(model), "model_state": model.state_dict(), "info": info}, tmp)
     (folder / "checkpoint.pt").unlink(missing_ok=True)

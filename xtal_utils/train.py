@@ -91,7 +91,7 @@ def _resume(checkpoint: Path | None, device, spec: dict, model, optimizer, sched
     model.load_state_dict(saved["model_state"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    return {k: saved[k] for k in state}
+    return {k: saved.get(k, v) for k, v in state.items()}
 
 
 def load_checkpoint(path, device="cpu") -> dict:
@@ -272,6 +272,9 @@ class StreamConfig:
     database_share: float = 1.0  # share of each batch drawn from a database, when training is given one
     pool_batches: int | None = None  # a finite pool of pool_batches x batch_size crystals; None = fresh ones
     prior_smoothing: float = 1.0  # pseudo-count per class of a classifier's database prior
+    eval_every: int = 0  # steps between evaluations on held-out crystals (a learning curve); 0: none
+    patience: int = 0  # early stopping: evaluations without a higher held-out top-1 before training stops
+    #                    and returns to its best weights; 0 runs every step
 
     @property
     def patterns_seen(self) -> int:
@@ -330,7 +333,7 @@ def recalibrate_batchnorm(model: nn.Module, batches, n_batches: int = 16) -> nn.
 
 def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = StreamConfig(), *,
                checkpoint: str | Path | None = None, checkpoint_every: int = 500, evaluate=None,
-               eval_every: int = 0, stop_after: int | None = None, workers: int = 1,
+               eval_every: int | None = None, stop_after: int | None = None, workers: int = 1,
                threads: int | None = None, device=None, progress: bool = True) -> dict:
     """Train ``model`` on ``stream`` for ``config.steps`` steps; the same weights whether resumed or not.
 
@@ -342,9 +345,11 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
         checkpoint: path; written atomically every ``checkpoint_every`` steps and at the end. If it
             exists, training resumes from it.
         checkpoint_every: steps between checkpoints, and the block over which ``history`` averages the loss.
-        evaluate: optional ``evaluate(model, step) -> dict`` called every ``eval_every`` steps (0: only at
-            the end) and at the end, on the training model in eval mode (see :func:`recalibrate_batchnorm`);
-            its rows go into the returned ``curve``.
+        evaluate: optional ``evaluate(model, step) -> dict`` called every ``eval_every`` steps (None:
+            ``config.eval_every``; 0: only at the end) and at the end, on the training model in eval mode (see :func:`recalibrate_batchnorm`);
+            its rows go into the returned ``curve``. With ``config.patience``, its ``"top1"`` decides early
+            stopping: training stops after ``config.patience`` evaluations without a higher value, and the
+            model returns to the weights of its best evaluation (the first, on ties).
         stop_after: stop (as if interrupted) once this many steps have been taken in this call.
         workers: background processes making batches on the CPU; 0 makes them in this process (as on a GPU).
         threads: torch threads of the training process; None leaves torch's choice.
@@ -352,12 +357,17 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
         progress: a tqdm bar over the steps.
 
     Returns:
-        ``{"step", "history", "curve", "seconds", "data_seconds"}``: history has the mean training loss
-        per ``checkpoint_every`` block; data_seconds is the time the step waited for batches.
+        ``{"step", "history", "curve", "seconds", "data_seconds", "best_step", "stopped"}``: history has the
+        mean training loss per ``checkpoint_every`` block; data_seconds is the time the step waited for
+        batches; ``best_step`` is the step whose weights are returned under early stopping (else None) and
+        ``stopped`` whether the patience ran out before ``config.steps``.
     """
     if (stream.kind, stream.batch_size) != (config.kind, config.batch_size):
         raise ValueError(f"the stream gives {stream.kind} batches of {stream.batch_size}, "
                          f"the config asks for {config.kind} batches of {config.batch_size}")
+    eval_every = config.eval_every if eval_every is None else eval_every
+    if config.patience and not (evaluate is not None and eval_every):
+        raise ValueError("early stopping (config.patience) needs an evaluate function and eval_every > 0")
     device = default_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -365,7 +375,8 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
     spec = model_spec(model)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _stream_lr(config))
-    state = {"step": 0, "history": [], "curve": [], "seconds": 0.0, "data_seconds": 0.0}
+    state = {"step": 0, "history": [], "curve": [], "seconds": 0.0, "data_seconds": 0.0, "best": None,
+             "stopped": False}
     checkpoint = Path(checkpoint) if checkpoint else None
     state = _resume(checkpoint, device, spec, model, optimizer, scheduler, state)
     use_amp = torch.device(device).type == "cuda"
@@ -382,10 +393,19 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
             row = {"step": state["step"], "patterns": state["step"] * stream.batch_size,
                    "seconds": state["seconds"], **evaluate(model, state["step"])}
             state["curve"].append(row)
+            best = state["best"]
+            if config.patience and (best is None or row["top1"] > best["top1"]):
+                state["best"] = {"step": state["step"], "top1": row["top1"],
+                                 "weights": copy.deepcopy(model.state_dict())}
+            elif config.patience:
+                since = sum(r["step"] > best["step"] for r in state["curve"])
+                state["stopped"] = since >= config.patience
             model.train()
 
     start = state["step"]
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    if state["stopped"]:
+        end = start
     batches = stream.batches(start=start, stop=end, device=device,
                              workers=workers if torch.device(device).type == "cpu" else 0)
     block_loss, block_n = 0.0, 0
@@ -415,15 +435,22 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
         if eval_every and state["step"] % eval_every == 0 and state["step"] < config.steps:
             run_evaluation()
             t_last = time.perf_counter()  # evaluation time is not training time
-        if state["step"] % checkpoint_every == 0:
+        if state["step"] % checkpoint_every == 0 or state["stopped"]:
             save()
+        if state["stopped"]:
+            break
     bar.close()
     del batches
     if state["step"] == config.steps and (not state["curve"] or state["curve"][-1]["step"] != state["step"]):
         run_evaluation()
     save()
     model.eval()
-    return copy.deepcopy(state)
+    out = {k: copy.deepcopy(v) for k, v in state.items() if k != "best"}
+    out["best_step"] = None
+    if state["best"] is not None:
+        model.load_state_dict(state["best"]["weights"])
+        out["best_step"] = state["best"]["step"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
