@@ -57,13 +57,27 @@ def test_a_rule_of_three_outcomes(committed, findings):
                 **spread)["verdict"] == "not reproduced (within the seed spread)"
 
 
-def test_a_null_metric_fails_its_condition_and_picks_the_other_text(committed, findings):
-    start = "the ResNet's accuracy plateaus"
-    none = _row(findings, committed, start, resnet_plateau_crystals=None, patterns_seen=64_000)
-    assert none["verdict"] == "not reproduced" and none["ours"].startswith("no plateau below one crystal")
-    found = _row(findings, committed, start, resnet_plateau_crystals=1_000, patterns_seen=64_000)
-    assert found["verdict"] == "reproduced (at this budget)"
-    assert found["ours"].startswith("within 2 points of the unlimited stream from 1,000 distinct crystals")
+def test_a_null_metric_fails_its_condition_and_picks_the_other_text():
+    finding = {"finding": "x plateaus", "slides_say": "", "notebook": "05_scaling", "slides": "yes", "nist": None,
+               "ours": ["from {plateau:,} crystals", "no plateau up to {largest:,} crystals"], "rule": "r",
+               "verdicts": {"reproduced": "plateau <= largest / 4"}, "otherwise": "not reproduced"}
+    none = study.finding_row(finding, {"plateau": None, "largest": 64_000})
+    assert none["verdict"] == "not reproduced" and none["ours"] == "no plateau up to 64,000 crystals"
+    found = study.finding_row(finding, {"plateau": 1_000, "largest": 64_000})
+    assert found["verdict"] == "reproduced" and found["ours"] == "from 1,000 crystals"
+
+
+@pytest.mark.parametrize("data_gain, schedule_gain, stopped, verdict", [
+    (0.01, 0.02, 4, "reproduced"),
+    (0.01, 0.02, 3, "not reproduced"),  # a pool that reached the cap cannot show a plateau
+    (0.05, 0.04, 3, "contradicted (at this scale)"),
+    (0.05, 0.01, 4, "not reproduced"),
+])
+def test_the_scaling_rule_reads_both_gains_and_the_early_stops(committed, findings, data_gain, schedule_gain,
+                                                                stopped, verdict):
+    row = _row(findings, committed, "the ResNet's accuracy plateaus", resnet_data_gain_top1=data_gain,
+               resnet_schedule_gain_top1=schedule_gain, resnet_pools_stopped_early=stopped, pools=4)
+    assert row["verdict"] == verdict
 
 
 @pytest.mark.parametrize("expression", ['__import__("os")', "a.real", "[a]", "a if a else 1", "a ** 2", "f(a)"])
