@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xtal_utils import __version__
-from xtal_utils.paths import CACHE, ROOT, RUNS
+from xtal_utils.paths import CACHE, ROOT, RUNS, STUDY_MODELS
 
 
 def seed_everything(seed: int) -> None:
@@ -63,13 +63,50 @@ def cache_key(config) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# the files that mark a cache entry as complete; a seeded entry's marker is copied last
+_DONE_MARKERS = ("done.json", "model.pt")
+
+
 def cache_dir(kind: str, config) -> Path:
-    """``data/cache/<kind>/<key>/``, created if missing; the config is stored beside the data."""
+    """``data/cache/<kind>/<key>/``, created if missing; the config is stored beside the data.
+
+    A new entry is first seeded from ``models/study/<kind>/<key>/`` when the repository ships one (a
+    trained model that a full study would otherwise train again; :func:`ship_cached` writes them), unless
+    the environment sets ``XTAL_RETRAIN=1``."""
     path = CACHE / kind / cache_key(config)
+    new = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
+    seed = STUDY_MODELS / kind / path.name
+    if new and seed.is_dir() and os.environ.get("XTAL_RETRAIN", "0") in ("", "0"):
+        for source in sorted(seed.iterdir(), key=lambda f: f.name in _DONE_MARKERS):
+            with atomic_path(path / source.name) as tmp:
+                tmp.write_bytes(source.read_bytes())
     if not (path / "config.json").exists():
         write_json_atomic(path / "config.json", to_jsonable(config))
     return path
+
+
+def ship_cached(kind: str, key: str) -> Path:
+    """Copy the complete cache entry ``data/cache/<kind>/<key>/`` into ``models/study/<kind>/<key>/``, where
+    :func:`cache_dir` seeds a fresh checkout's cache from it. A training checkpoint keeps only what a
+    finished model is read back with (its weights and history), not the optimiser's state."""
+    import torch  # here: config is imported by modules that work without torch
+
+    source, target = CACHE / kind / key, STUDY_MODELS / kind / key
+    if not any((source / marker).exists() for marker in _DONE_MARKERS):
+        raise FileNotFoundError(f"{source} holds no finished model (none of {', '.join(_DONE_MARKERS)})")
+    target.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.name == "checkpoint.pt" and (source / "done.json").exists():
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            slim = {"model_spec": state["model_spec"], "best_state": state["best_state"] or state["model_state"],
+                    "model_state": None, "history": state["history"]}
+            with atomic_path(target / file.name) as tmp:
+                torch.save(slim, tmp)
+        elif file.suffix in (".pt", ".json"):
+            with atomic_path(target / file.name) as tmp:
+                tmp.write_bytes(file.read_bytes())
+    return target
 
 
 @contextlib.contextmanager

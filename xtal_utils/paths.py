@@ -28,6 +28,9 @@ RESULTS = ROOT / "results"
 BENCHMARK_RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "figures"
 MODELS = ROOT / "models"
+# trained study models that seed data/cache/ (config.cache_dir), so that `make study` reads them instead of
+# training them again; XTAL_RETRAIN=1 ignores them
+STUDY_MODELS = MODELS / "study"
 # the classifiers that xtal-classify ships and the extinction-group table: package data in a wheel
 SHIPPED_MODELS = PACKAGE / "shipped" if (PACKAGE / "shipped").is_dir() else MODELS
 TABLES = PACKAGE / "tables" if (PACKAGE / "tables").is_dir() else DATA / "extinction_groups"
