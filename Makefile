@@ -1,10 +1,13 @@
 # make study: run every numbered notebook at PRESET (default cpu) through papermill.
+#             RETRAIN=1 also trains the models that models/study/ ships.
 # make test:  run the test suite (unit tests and every notebook at the smoke preset).
 # Each target creates .venv first when it is missing.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PRESET ?= cpu
+# RETRAIN=1: train every model, also those shipped in models/study/
+RETRAIN ?= 0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
@@ -20,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 study: $(STAMP)
-	$(BIN)/xtal-study --preset $(PRESET)
+	XTAL_RETRAIN=$(RETRAIN) $(BIN)/xtal-study --preset $(PRESET)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -77,7 +77,7 @@ def cache_dir(kind: str, config) -> Path:
     new = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     seed = STUDY_MODELS / kind / path.name
-    if new and seed.is_dir() and os.environ.get("XTAL_RETRAIN", "0") in ("", "0"):
+    if new and seed.is_dir() and os.environ.get("XTAL_RETRAIN", "").strip() in ("", "0"):
         for source in sorted(seed.iterdir(), key=lambda f: f.name in _DONE_MARKERS):
             with atomic_path(path / source.name) as tmp:
                 tmp.write_bytes(source.read_bytes())
