@@ -66,7 +66,8 @@ def run(args) -> dict:
     config = StreamConfig(kind=kind, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed,
                           model=args.model, model_options=model_options(args), augmentation=augmentation,
-                          crystals=(("max_atoms", args.max_atoms), ("min_distance", args.min_distance)))
+                          crystals=(("max_atoms", args.max_atoms), ("min_distance", args.min_distance)),
+                          precision=getattr(args, "precision", "auto"))
     stream = config.stream(grid.simulator("cpu"), args.seed)
     calibration = config.stream(grid.simulator("cpu"), args.seed + 10**6)
     model = MODELS[args.model](n_classes(kind), **dict(config.model_options))
@@ -228,6 +229,8 @@ def main() -> None:
     parser.add_argument("--max-atoms", type=int, default=48)
     parser.add_argument("--min-distance", type=float, default=None,
                         help="Angstrom: redraw training crystals with two atoms closer (sample_crystals)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "float32"],
+                        help="auto: bfloat16 on CUDA, float32 on the CPU; bf16: bfloat16 where the hardware has it")
     parser.add_argument("--workers", type=int, default=1, help="background processes making batches")
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the training process")
     parser.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_training(model, batches, *, device, steps: int, warmup: int = 3, amp: bool | None = None,
+def time_training(model, batches, *, device, steps: int, warmup: int = 10, amp: bool | None = None,
                   compile_model: bool = False) -> dict:
     """Run ``warmup + steps`` optimiser steps; return patterns/s and the seconds spent on data and on the model.
 
@@ -133,7 +133,7 @@ def variants(args, device) -> None:
         try:
             result = time_training(model, batches(), device=device, steps=args.steps,
                                    amp=options.get("amp"), compile_model=options.get("compile_model", False),
-                                   warmup=10 if options.get("compile_model") else 3)
+                                   warmup=2 * args.warmup if options.get("compile_model") else args.warmup)
         except Exception as error:  # e.g. torch.compile without a working compiler: say so, go on
             print(f"{label:40s} failed: {type(error).__name__}: {str(error).splitlines()[0][:60]}")
             continue
@@ -148,6 +148,9 @@ def main() -> None:
     parser.add_argument("--n-points", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="untimed steps first (twice as many under torch.compile): the first steps of a "
+                             "setting pay for allocation, kernel choice and, in bfloat16, weight casts")
     parser.add_argument("--device", default=None)
     parser.add_argument("--skip-simulated", action="store_true")
     parser.add_argument("--variants", action="store_true",
@@ -172,7 +175,7 @@ def main() -> None:
         for path, batches in paths.items():
             model = make()
             result = time_training(model, batches(args.n_points, args.batch_size, device), device=device,
-                                   steps=args.steps)
+                                   steps=args.steps, warmup=args.warmup)
             wait = result["data_s"] / (result["data_s"] + result["model_s"])
             print(f"{label:26s} {n_parameters(model) / 1e6:7.2f}M {path:>11s} {result['patterns_per_s']:11.0f} "
                   f"{wait:16.0%}")

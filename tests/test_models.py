@@ -152,6 +152,53 @@ def test_train_cached_reuses_the_model(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("models/*/done.json"))) == 2
 
 
+def test_a_shipped_model_seeds_the_cache_instead_of_training(tmp_path, monkeypatch):
+    """config.ship_cached writes a finished entry to models/study/; a checkout without that cache entry
+    then reads the model from there (the same weights and history, no training), unless XTAL_RETRAIN=1."""
+    import xtal_utils.config as config_module
+    import xtal_utils.train as train_module
+    from xtal_utils.train import train_cached
+
+    monkeypatch.setattr(config_module, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(config_module, "STUDY_MODELS", tmp_path / "study")
+    monkeypatch.delenv("XTAL_RETRAIN", raising=False)
+    x, sg = _toy_patterns(4, [14, 2])
+    train = PatternSource(x, sg, "extinction_group")
+    config = TrainConfig(epochs=2, batch_size=4, progress=False)
+    torch.manual_seed(0)
+    first, history = train_cached(ResNet1d(99, **SMALL[ResNet1d]), train, train, config, data={"toy": 1})
+    (entry,) = (tmp_path / "cache" / "models").iterdir()
+    shipped = config_module.ship_cached("models", entry.name)
+    assert "optimizer" not in load_checkpoint(shipped / "checkpoint.pt")  # weights and history only
+    for file in entry.iterdir():  # a fresh checkout: no cache
+        file.unlink()
+    entry.rmdir()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although models/study ships this model")
+
+    monkeypatch.setattr(train_module, "fit", no_training)
+    seeded, seeded_history = train_cached(ResNet1d(99, **SMALL[ResNet1d]), train, train, config, data={"toy": 1})
+    assert seeded_history == history
+    for a, b in zip(first.state_dict().values(), seeded.state_dict().values()):
+        assert torch.equal(a, b)
+    # XTAL_RETRAIN=1 ignores what models/study ships: the empty cache trains
+    monkeypatch.setattr(config_module, "CACHE", tmp_path / "other-cache")
+    monkeypatch.setenv("XTAL_RETRAIN", "1")
+    with pytest.raises(AssertionError, match="trained although"):
+        train_cached(ResNet1d(99, **SMALL[ResNet1d]), train, train, config, data={"toy": 1})
+
+
+def test_ship_cached_refuses_an_unfinished_entry(tmp_path, monkeypatch):
+    import xtal_utils.config as config_module
+
+    monkeypatch.setattr(config_module, "CACHE", tmp_path)
+    (tmp_path / "models" / "abc").mkdir(parents=True)
+    (tmp_path / "models" / "abc" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no finished model"):
+        config_module.ship_cached("models", "abc")
+
+
 def test_train_and_score_does_not_depend_on_what_ran_before(tmp_path, monkeypatch):
     """The initial weights come from the run's seed, not from the global generator's state (a notebook's
     first model once differed between a run that simulated its patterns and one that read them)."""

@@ -80,3 +80,27 @@ def test_clean_outputs_drops_bars_and_relativises_paths():
     assert cell.outputs[1].data == {"text/plain": "PosixPath('figures/a.png')", "image/png": "iVBORw0KGgo="}
     assert nb.metadata.papermill.input_path == "notebooks/x.ipynb"
 
+
+
+def test_the_shipped_study_models_are_the_cpu_presets_own():
+    """Every entry of models/study/ is a finished cache entry named by the hash of the config stored beside it,
+    listed in models/study/README.md; the two main stream models carry the keys that notebook 02 asks for at
+    the cpu preset (so that `make study` reads them rather than training them)."""
+    from xtal_utils import experiments as ex, pattern_sets as ps
+    from xtal_utils.config import cache_key
+    from xtal_utils.paths import STUDY_MODELS
+    from xtal_utils.study import load_preset
+    from xtal_utils.train import StreamConfig
+
+    listed = (STUDY_MODELS / "README.md").read_text()
+    entries = [path for path in STUDY_MODELS.glob("*/*") if path.is_dir()]
+    assert len(entries) == 5
+    for path in entries:
+        assert f"`{path.parent.name}/{path.name}`" in listed, path
+        assert (path / "model.pt").exists() or (path / "done.json").exists(), path
+    cpu = load_preset("cpu")
+    grid = ps.Grid(n_points=cpu["stream_points"], fwhm=cpu["fwhm"])
+    for kind in ("extinction_group", "space_group"):
+        config = StreamConfig(kind=kind, steps=cpu["stream_steps"], batch_size=cpu["batch_size"], seed=cpu["seed"])
+        key = cache_key(ex.stream_run_key(config, grid))
+        assert (STUDY_MODELS / "stream_runs" / key / "model.pt").exists(), kind

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -334,3 +337,94 @@ def test_a_database_share_of_one_streams_only_the_database():
     assert all(tuple(np.round(row.ravel(), 6)) in stored for row in batch.lattice)
     x, y = stream.batch(0)
     assert x.shape == (16, 1, 256) and np.array_equal(y.numpy() + 1, batch.space_group)
+
+
+def test_bf16_falls_back_to_float32_where_the_cpu_lacks_it(monkeypatch):
+    import xtal_utils.train as train_module
+
+    monkeypatch.setattr(train_module, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert not train_module.bf16_supported("cpu")
+    assert train_module.autocast_device("auto", "cpu") is None and train_module.autocast_device("float32", "cpu") is None
+    config = StreamConfig(steps=3, batch_size=8, lr=1e-2)
+    plain = _model()
+    fit_stream(plain, _stream(), config, workers=0, progress=False)
+    asked = _model()
+    with pytest.warns(UserWarning, match="no bfloat16 instructions"):
+        fit_stream(asked, _stream(), dataclasses.replace(config, precision="bf16"), workers=0, progress=False)
+    for key, value in plain.state_dict().items():  # the fallback is float32 exactly
+        assert torch.equal(value, asked.state_dict()[key]), key
+
+
+def test_bf16_runs_on_a_cpu_that_has_it(monkeypatch):
+    import xtal_utils.train as train_module
+
+    monkeypatch.setattr(train_module, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    assert train_module.autocast_device("bf16", "cpu") == "cpu"
+    config = StreamConfig(steps=3, batch_size=8, lr=1e-2)
+    plain, mixed = _model(), _model()
+    fit_stream(plain, _stream(), config, workers=0, progress=False)
+    fit_stream(mixed, _stream(), dataclasses.replace(config, precision="bf16"), workers=0, progress=False)
+    differs = [not torch.equal(v, mixed.state_dict()[k]) for k, v in plain.state_dict().items()
+               if v.is_floating_point()]
+    assert any(differs)  # bfloat16 arithmetic, not float32
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train_module.autocast_device("fp8", "cpu")
+
+
+def _torchrun(*args, timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *map(str, args)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).parent,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_two_processes_under_torchrun_find_the_weights_of_one_on_the_whole_batch(tmp_path):
+    """Each rank makes and trains on half of every batch (a pure function of seed, step, rank and world
+    size); averaged gradients give one process's weights on the whole batch, through an interrupted and
+    resumed run, with rank 0's checkpoint."""
+    import _stream_ddp
+
+    _torchrun("_stream_ddp.py", tmp_path / "ck.pt", tmp_path / "ddp.pt")
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    single = _stream_ddp.train()
+    width = single.encoder.layers[0].self_attn.embed_dim
+    for key, value in single.state_dict().items():
+        if key.endswith("self_attn.in_proj_bias"):
+            # the key bias has no gradient (softmax ignores a shift shared by every key): only rounding noise,
+            # which Adam scales up to full steps, so it is not compared
+            value, other = torch.cat([value[:width], value[2 * width:]]), torch.cat([ddp[key][:width], ddp[key][2 * width:]])
+        else:
+            other = ddp[key]
+        torch.testing.assert_close(other, value, rtol=1e-4, atol=1e-5, msg=key)
+    x, _ = CrystalStream(PowderSimulator(n_points=256, fwhm=0.3), "extinction_group", seed=9, batch_size=8).batch(0)
+    trained = _stream_ddp.model()
+    trained.load_state_dict(ddp)
+    with torch.no_grad():  # and the two models give the same outputs
+        torch.testing.assert_close(trained.eval()(x), single.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_rank_gets_its_slice_of_the_clean_batch():
+    whole_x, whole_y = _stream().batch(5)
+    halves = [_stream().batch(5, rank=r, world_size=2) for r in (0, 1)]
+    assert torch.equal(torch.cat([h[1] for h in halves]), whole_y)
+    torch.testing.assert_close(torch.cat([h[0] for h in halves]), whole_x)
+    with pytest.raises(ValueError, match="equal shares"):
+        _stream().batch(5, rank=0, world_size=3)
+
+
+def test_the_stream_command_trains_under_torchrun(tmp_path):
+    out = _torchrun("-m", "xtal_utils.train", "--stream", "--steps", "2", "--batch-size", "8", "--n-points", "256",
+                    "--workers", "0", "--out", tmp_path / "run.pt")
+    assert "trained 2 steps of 8" in out.stdout
+    assert load_checkpoint_step(tmp_path / "run.pt") == 2
+
+
+def load_checkpoint_step(path) -> int:
+    from xtal_utils.train import load_checkpoint
+
+    return int(load_checkpoint(path)["step"])

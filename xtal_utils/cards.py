@@ -68,8 +68,9 @@ def xray_card(classifier: Ensemble, config: dict, metrics: dict) -> str:
     return f"""# xtal-classify-xray: space group and extinction group from an X-ray powder pattern
 
 Written by notebook `notebooks/08_measured.ipynb` at the `{config['preset']}` preset on {meta['date']} ({meta['device']}).
-Re-create it with `xtal-study --preset {config['preset']} --only 08`, which trains the first member and reads the second
-from `{config['stream_member']}`.
+Re-create it with `xtal-study --preset {config['preset']} --only 08`, which reads the second member from
+`{config['stream_member']}`, and the first from `models/study/` where that folder holds it (at the cpu
+preset; `XTAL_RETRAIN=1` trains it again).
 
 - **Model:** an ensemble of two ResNet1d space-group classifiers. Each prepares the pattern on its own grid and
   gives calibrated probabilities; the answer is their normalised geometric mean over the 230 space groups
@@ -161,7 +162,8 @@ def neutron_card(classifier: Classifier, config: dict, metrics: dict) -> str:
     return f"""# xtal-classify-neutron: space group and extinction group from a constant-wavelength neutron pattern
 
 Written by notebook `notebooks/08_measured.ipynb` at the `{config['preset']}` preset on {meta['date']}.
-Re-create it with `xtal-study --preset {config['preset']} --only 08`. Used by `xtal-classify --radiation neutron`.
+Re-create it with `xtal-study --preset {config['preset']} --only 08` (which reads the trained model from `models/study/`
+where that folder holds it, at the cpu preset; `XTAL_RETRAIN=1` trains it again). Used by `xtal-classify --radiation neutron`.
 
 - **Model:** ResNet1d, {_n_parameters(classifier):,} parameters; 230 space-group outputs,
   summed within each extinction group for the extinction-group answer.

@@ -218,12 +218,23 @@ class CrystalStream:
         batch = StructureBatch.concatenate([fresh, stored[0]])
         return batch, tuple(np.concatenate([a, b]) for a, b in zip(symmetry, stored[1]))
 
-    def batch(self, step: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x, y)`` of batch ``step``: x (batch, channels, n_points) float32, y (batch,) class indices."""
+    def batch(self, step: int, device=None, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of batch ``step``: x (batch, channels, n_points) float32, y (batch,) class indices.
+
+        With ``world_size`` > 1, only rank ``rank``'s share: the ``rank``-th of ``world_size`` equal slices of
+        the batch's crystals, its augmentations drawn from ``(seed, step, rank, world_size)``. Clean patterns
+        of the slices together are the whole batch's."""
         crystals, symmetry = self._draw(self.batch_size, (self.seed, self.crystal_batch(step)))
-        crystals, x = self._simulate(crystals, symmetry, self.augmentation, (self.seed, int(step), 1))
+        part = ()
+        if world_size > 1:
+            if self.batch_size % world_size:
+                raise ValueError(f"a batch of {self.batch_size} does not split into {world_size} equal shares")
+            share = self.batch_size // world_size
+            rows = np.arange(rank * share, (rank + 1) * share)
+            crystals, symmetry, part = crystals[rows], tuple(a[rows] for a in symmetry), (rank, world_size)
+        crystals, x = self._simulate(crystals, symmetry, self.augmentation, (self.seed, int(step), 1, *part))
         if self.impurity is not None:
-            x = self._add_impurities(x, int(step))
+            x = self._add_impurities(x, int(step), part)
         y = torch.as_tensor(labels_of(crystals.space_group, self.kind) - 1)
         device = device or x.device
         x = x.float().to(device)
@@ -267,21 +278,22 @@ class CrystalStream:
         except ValueError:
             return False
 
-    def _add_impurities(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """``x`` with a second phase added to a random subset of its patterns, rescaled to a maximum of 1."""
+    def _add_impurities(self, x: torch.Tensor, step: int, part: tuple = ()) -> torch.Tensor:
+        """``x`` with a second phase added to a random subset of its patterns, rescaled to a maximum of 1;
+        ``part`` is (rank, world size) for a rank's share of the batch."""
         probability, (low, high) = self.impurity
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, step, 4]))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, step, 4, *part]))
         rows = np.flatnonzero(rng.random(len(x)) < probability)
         if len(rows) == 0:
             return x
         weight = torch.as_tensor(rng.uniform(low, high, len(rows)), dtype=x.dtype, device=x.device)
-        crystals, symmetry = self._draw(len(rows), (self.seed, step, 5))
+        crystals, symmetry = self._draw(len(rows), (self.seed, step, 5, *part))
         profile = self.augmentation
         if profile is not None:  # the second phase's peaks only: background and noise are the main pattern's
             profile = dataclasses.replace(profile, background=0.0, poisson_counts=None, gaussian_noise=0.0,
                                           noise_level=None,
                                           intensity_scale=None, coverage=None)
-        _, second = self._simulate(crystals, symmetry, profile, (self.seed, step, 6))
+        _, second = self._simulate(crystals, symmetry, profile, (self.seed, step, 6, *part))
         x = x.clone()
         index = torch.as_tensor(rows, device=x.device)
         second = second.to(x)
@@ -292,7 +304,7 @@ class CrystalStream:
         return x
 
     def batches(self, *, start: int = 0, stop: int | None = None, device=None, workers: int = 0,
-                prefetch: int = 4) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                prefetch: int = 4, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``start, start + 1, ...`` up to ``stop`` (endless when None), in order.
 
         Args:
@@ -300,13 +312,14 @@ class CrystalStream:
             workers: background processes that make batches ahead of the training step (each with one
                 torch thread, on the CPU); 0 makes them in this process, as on a GPU.
             prefetch: batches each worker keeps ready.
+            rank, world_size: this process's share of every batch (see :meth:`batch`).
         """
         steps = _Steps(start, stop)
         if workers == 0:
             for step in steps:
-                yield self.batch(step, device)
+                yield self.batch(step, device, rank=rank, world_size=world_size)
             return
-        loader = torch.utils.data.DataLoader(_StreamDataset(self), batch_size=None, sampler=steps,
+        loader = torch.utils.data.DataLoader(_StreamDataset(self, rank, world_size), batch_size=None, sampler=steps,
                                              num_workers=workers, prefetch_factor=prefetch,
                                              worker_init_fn=_one_thread, persistent_workers=False)
         for x, y in loader:
@@ -328,11 +341,11 @@ class _Steps(torch.utils.data.Sampler):
 
 
 class _StreamDataset(torch.utils.data.Dataset):
-    def __init__(self, stream: CrystalStream):
-        self.stream = stream
+    def __init__(self, stream: CrystalStream, rank: int = 0, world_size: int = 1):
+        self.stream, self.rank, self.world_size = stream, rank, world_size
 
     def __getitem__(self, step):
-        return self.stream.batch(step, "cpu")
+        return self.stream.batch(step, "cpu", rank=self.rank, world_size=self.world_size)
 
 
 def _one_thread(_worker_id) -> None:

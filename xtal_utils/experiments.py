@@ -191,16 +191,22 @@ def ceiling(structures, space_groups, grid: Grid, *, floor: float = LOG_FLOOR, s
             "family": np.array([crystal_family(int(space_groups[i])) for i in rows]), "credit": credit}
 
 
-def validation_set(grid: Grid, n: int = VALIDATION_CRYSTALS) -> TestSet:
-    """Held-out crystals of the stream's generator (:func:`crystals.sample_crystals`, seed
-    :data:`VALIDATION_SEED`, which no training stream and no test set uses), clean patterns on ``grid``:
-    what a stream model's learning curve and early stopping read, so that no test set chooses a model."""
-    batch = crystals.sample_crystals(n, seed=VALIDATION_SEED)
+def _generator_set(name: str, grid: Grid, n: int, seed: int) -> TestSet:
+    """``n`` crystals of the stream's generator (:func:`crystals.sample_crystals`) from ``seed``, clean
+    patterns on ``grid``."""
+    batch = crystals.sample_crystals(n, seed=seed)
     simulator = grid.simulator()
-    patterns = np.concatenate([simulator.simulate(batch[i: i + SIMULATE_CHUNK],
-                                                  symmetry=crystals.laue_symmetry_of(batch[i: i + SIMULATE_CHUNK].space_group))
-                               for i in range(0, n, SIMULATE_CHUNK)])
-    return TestSet("validation", patterns, batch.space_group.astype(int))
+    chunks = [batch[i: i + SIMULATE_CHUNK] for i in range(0, len(batch), SIMULATE_CHUNK)]
+    patterns = np.concatenate([simulator.simulate(c, symmetry=crystals.laue_symmetry_of(c.space_group))
+                               for c in chunks])
+    return TestSet(name, patterns, batch.space_group.astype(int))
+
+
+def validation_set(grid: Grid, n: int = VALIDATION_CRYSTALS) -> TestSet:
+    """Held-out crystals of the stream's generator (seed :data:`VALIDATION_SEED`, which no training stream
+    and no test set uses), clean patterns on ``grid``: what a stream model's learning curve and early
+    stopping read, so that no test set chooses a model."""
+    return _generator_set("validation", grid, n, VALIDATION_SEED)
 
 
 def stream_test_sets(grid: Grid, *, fresh: int = 1980, from_random_per_group: int = 10,
@@ -216,14 +222,9 @@ def stream_test_sets(grid: Grid, *, fresh: int = 1980, from_random_per_group: in
     - ``amcsd``: the test split of de-duplicated AMCSD (grouped split, seed 0), real structures;
     - ``rruff``: the measured RRUFF development patterns, moved onto the grid through d.
     """
-    simulator = grid.simulator()
     out = {}
     if fresh:
-        batch = crystals.sample_crystals(fresh, seed=FRESH_TEST_SEED)
-        chunks = [batch[i: i + SIMULATE_CHUNK] for i in range(0, len(batch), SIMULATE_CHUNK)]
-        patterns = np.concatenate([simulator.simulate(c, symmetry=crystals.laue_symmetry_of(c.space_group))
-                                   for c in chunks])
-        out["fresh"] = TestSet("fresh", patterns, batch.space_group.astype(int))
+        out["fresh"] = _generator_set("fresh", grid, fresh, FRESH_TEST_SEED)
     if from_random_per_group:
         data = balanced_set(from_random_per_group, FROM_RANDOM_TEST_SEED)
         valid = data.valid(grid)

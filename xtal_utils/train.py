@@ -3,7 +3,8 @@
 - :func:`fit` runs epochs over a fixed training set (:class:`TrainConfig`), with early stopping on the
   validation top-1 accuracy (the best weights are restored at the end) and DDP.
 - :func:`fit_stream` runs a budget of steps over a stream of fresh patterns (:class:`StreamConfig`).
-- Mixed precision (bfloat16 autocast) on CUDA; full precision on the CPU.
+- Mixed precision (bfloat16 autocast) on CUDA; full precision on the CPU, unless a stream run asks for
+  bfloat16 (``StreamConfig.precision``), which it then gets where the processor has bfloat16 instructions.
 - Checkpoints are written atomically (every epoch, or every ``checkpoint_every`` steps); given an existing
   checkpoint, training resumes from it. They hold only tensors and plain values and are read with
   ``torch.load(weights_only=True)``.
@@ -22,6 +23,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from xtal_utils.config import atomic_path, cache_dir, default_device, seed_every
 from xtal_utils.datasets import CrystalStream, PatternSource, epoch_generator
 from xtal_utils.diffraction import Augmentation
 from xtal_utils.models import MODELS, build_model, model_spec
+from xtal_utils.pattern_sets import Grid
 from xtal_utils.symmetry import n_classes
 
 
@@ -69,10 +72,51 @@ def _optimizer(model: nn.Module, config) -> torch.optim.AdamW:
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _step(net: nn.Module, x, y, loss_fn, optimizer, use_amp: bool) -> torch.Tensor:
-    """One optimiser step on the batch ``(x, y)``: the loss (under bfloat16 autocast when ``use_amp``),
-    its gradients, and the update; returns the loss."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+def _cpu_flags() -> set[str]:
+    """The instruction-set flags of this machine's CPU (Linux's /proc/cpuinfo); empty where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_supported(device) -> bool:
+    """Whether ``device`` computes in bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX-BF16 instructions (elsewhere torch emulates bfloat16, slower than float32)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+PRECISIONS = ("auto", "bf16", "float32")
+
+
+def autocast_device(precision: str, device) -> str | None:
+    """The device type to run bfloat16 autocast on for ``precision`` on ``device``, or None for float32.
+
+    'auto' is bfloat16 on CUDA and float32 on the CPU; 'bf16' is bfloat16 wherever the hardware has it and
+    float32 (with a warning) where it does not; 'float32' is float32 everywhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    kind = torch.device(device).type
+    if precision == "float32" or (precision == "auto" and kind != "cuda"):
+        return None
+    if precision == "bf16" and not bf16_supported(device):
+        warnings.warn(f"this {kind.upper()} has no bfloat16 instructions: training in float32 instead",
+                      stacklevel=3)
+        return None
+    return kind
+
+
+def _step(net: nn.Module, x, y, loss_fn, optimizer, autocast: str | bool | None) -> torch.Tensor:
+    """One optimiser step on the batch ``(x, y)``: the loss (under bfloat16 autocast on the device type
+    ``autocast``, or on CUDA when it is True), its gradients, and the update; returns the loss."""
+    kind = "cuda" if autocast is True else autocast
+    with torch.autocast(kind or "cpu", dtype=torch.bfloat16, enabled=bool(kind)):
         loss = loss_fn(net(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -272,6 +316,8 @@ class StreamConfig:
     database_share: float = 1.0  # share of each batch drawn from a database, when training is given one
     pool_batches: int | None = None  # a finite pool of pool_batches x batch_size crystals; None = fresh ones
     prior_smoothing: float = 1.0  # pseudo-count per class of a classifier's database prior
+    precision: str = "auto"  # 'auto': bfloat16 autocast on CUDA, float32 on the CPU; 'bf16': bfloat16 wherever
+    #                          the hardware has it (a CPU with AVX512-BF16 or AMX), else float32; 'float32'
     eval_every: int = 0  # steps between evaluations on held-out crystals (a learning curve); 0: none
     patience: int = 0  # early stopping: evaluations without a higher held-out top-1 before training stops
     #                    and returns to its best weights; 0 runs every step
@@ -337,6 +383,14 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
                threads: int | None = None, device=None, progress: bool = True) -> dict:
     """Train ``model`` on ``stream`` for ``config.steps`` steps; the same weights whether resumed or not.
 
+    Under ``torchrun`` (torch.distributed initialised), each rank trains on its share of every batch
+    (:meth:`~xtal_utils.datasets.CrystalStream.batch`), gradients are averaged over the ranks, rank 0 writes
+    the checkpoints, and every rank evaluates, so that all take the same early-stopping decision. BatchNorm
+    takes its statistics over the whole batch on CUDA (SyncBatchNorm) and over each rank's share on the CPU,
+    where torch has no SyncBatchNorm. On clean patterns, a model without dropout whose norm does not depend
+    on the batch (or SyncBatchNorm) gets the weights of one process on the whole batch, up to the order of
+    floating-point sums.
+
     Args:
         model: e.g. :class:`~xtal_utils.models.ResNet1d`.
         stream: batch ``s`` feeds step ``s``; its kind and batch size are the config's
@@ -346,8 +400,8 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
             exists, training resumes from it.
         checkpoint_every: steps between checkpoints, and the block over which ``history`` averages the loss.
         evaluate: optional ``evaluate(model, step) -> dict`` called every ``eval_every`` steps (None:
-            ``config.eval_every``; 0: only at the end) and at the end, on the training model in eval mode (see :func:`recalibrate_batchnorm`);
-            its rows go into the returned ``curve``. With ``config.patience``, its ``"top1"`` decides early
+            ``config.eval_every``; 0: only at the end) and at the end, on the training model in eval mode
+            (see :func:`recalibrate_batchnorm`); its rows go into the returned ``curve``. With ``config.patience``, its ``"top1"`` decides early
             stopping: training stops after ``config.patience`` evaluations without a higher value, and the
             model returns to the weights of its best evaluation (the first, on ties).
         stop_after: stop (as if interrupted) once this many steps have been taken in this call.
@@ -371,19 +425,27 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
     device = default_device(device)
     if threads:
         torch.set_num_threads(threads)
+    rank, world_size = _distributed()
     model = model.to(device)
     spec = model_spec(model)
+    net = model
+    if world_size > 1:  # each rank trains on its share of every batch; BatchNorm statistics over the whole batch
+        if config.batch_size % world_size:
+            raise ValueError(f"batch_size {config.batch_size} does not split into {world_size} equal shares")
+        if torch.device(device).type == "cuda":  # torch has no SyncBatchNorm on the CPU
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if "cuda" in str(device) else None)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _stream_lr(config))
     state = {"step": 0, "history": [], "curve": [], "seconds": 0.0, "data_seconds": 0.0, "best": None,
              "stopped": False}
     checkpoint = Path(checkpoint) if checkpoint else None
     state = _resume(checkpoint, device, spec, model, optimizer, scheduler, state)
-    use_amp = torch.device(device).type == "cuda"
+    autocast = autocast_device(config.precision, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     def save():
-        if checkpoint:
+        if checkpoint and rank == 0:
             _save_checkpoint(checkpoint, model, optimizer, scheduler, state,
                              stream_config=dataclasses.asdict(config))
 
@@ -407,9 +469,10 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
     if state["stopped"]:
         end = start
     batches = stream.batches(start=start, stop=end, device=device,
-                             workers=workers if torch.device(device).type == "cpu" else 0)
+                             workers=workers if torch.device(device).type == "cpu" else 0,
+                             rank=rank, world_size=world_size)
     block_loss, block_n = 0.0, 0
-    bar = tqdm(total=config.steps, initial=start, desc="training", unit="step", disable=not progress)
+    bar = tqdm(total=config.steps, initial=start, desc="training", unit="step", disable=not progress or rank != 0)
     model.train()
     t_last = time.perf_counter()
     for step in range(start, end):
@@ -418,7 +481,7 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
         t1 = time.perf_counter()
         state["data_seconds"] += t1 - t0
         torch.manual_seed(int(np.random.SeedSequence([config.seed, step, 2]).generate_state(1)[0]))
-        loss = _step(model, x, y, loss_fn, optimizer, use_amp)
+        loss = _step(net, x, y, loss_fn, optimizer, autocast)
         scheduler.step()
         block_loss += loss.item()
         block_n += 1
@@ -444,6 +507,8 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
     if state["step"] == config.steps and (not state["curve"] or state["curve"][-1]["step"] != state["step"]):
         run_evaluation()
     save()
+    if world_size > 1:  # no rank goes on (or resumes) before rank 0's checkpoint is written
+        torch.distributed.barrier()
     model.eval()
     out = {k: copy.deepcopy(v) for k, v in state.items() if k != "best"}
     out["best_step"] = None
@@ -454,23 +519,35 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Train on stored patterns from the command line; under torchrun, on several GPUs with DDP.
+    """Train from the command line, on stored patterns or on the fresh-crystal stream; under torchrun, on
+    several processes, GPUs or nodes with DDP.
 
         torchrun --nproc_per_node=4 -m xtal_utils.train patterns.npz --kind extinction_group --out ckpt.pt
+        torchrun --nproc_per_node=8 -m xtal_utils.train --stream --steps 200000 --batch-size 512 \
+            --n-points 8192 --out run.pt
 
     The .npz holds ``patterns`` (n, n_points), ``space_group`` (n,) and ``split`` (n,) with values
-    'train' and 'val'.
+    'train' and 'val'. ``--stream`` trains by :class:`StreamConfig` (the study's recipe, with the options
+    given) on fresh random crystals made by every rank for its share of each batch; ``--out`` is the
+    checkpoint, resumed when it exists, and holds the final model.
     """
-    parser = argparse.ArgumentParser(description="Train a pattern classifier on stored patterns.")
-    parser.add_argument("patterns", type=Path)
+    parser = argparse.ArgumentParser(description="Train a pattern classifier on stored patterns or the stream.")
+    parser.add_argument("patterns", type=Path, nargs="?", help="stored patterns (.npz); not with --stream")
+    parser.add_argument("--stream", action="store_true", help="train on fresh random crystals (StreamConfig)")
     parser.add_argument("--kind", default="extinction_group", choices=["space_group", "extinction_group"])
     parser.add_argument("--model", default="ResNet1d", choices=sorted(MODELS))
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=StreamConfig.steps, help="--stream: optimiser steps")
+    parser.add_argument("--n-points", type=int, default=1024, help="--stream: points of the 5-90 degree grid")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="--stream: see StreamConfig")
+    parser.add_argument("--workers", type=int, default=1, help="--stream, on the CPU: processes making batches")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="checkpoint path (resumed if present)")
     args = parser.parse_args(argv)
+    if args.stream == (args.patterns is not None):
+        parser.error("give either a patterns file or --stream")
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = None
@@ -483,6 +560,11 @@ def main(argv: list[str] | None = None) -> None:
             device = f"cuda:{local_rank}"
         else:
             device = "cpu"
+    if args.stream:
+        _stream_main(args, device)
+        if world_size > 1:
+            torch.distributed.destroy_process_group()
+        return
     data = np.load(args.patterns)
     split = data["split"]
     sources = {s: PatternSource(data["patterns"][split == s], data["space_group"][split == s], args.kind)
@@ -495,6 +577,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"trained {len(history)} epochs; last val top-1 {last.get('val_top1', float('nan')):.3f}")
     if world_size > 1:
         torch.distributed.destroy_process_group()
+
+
+def _stream_main(args, device) -> None:
+    config = StreamConfig(kind=args.kind, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, model=args.model, precision=args.precision)
+    grid = Grid(n_points=args.n_points, fwhm=0.1)  # the study's clean patterns, 5 to 90 degrees
+    torch.manual_seed(args.seed)
+    model = MODELS[args.model](n_classes(args.kind), **dict(config.model_options))
+    stream = config.stream(grid.simulator(device or "cpu"), args.seed)
+    state = fit_stream(model, stream, config, checkpoint=args.out, workers=args.workers, device=device)
+    if _distributed()[0] == 0:
+        print(f"trained {state['step']} steps of {args.batch_size} in {state['seconds'] / 60:.1f} min; "
+              f"last loss {state['history'][-1]['train_loss']:.3f}" if state["history"] else "nothing to train")
 
 
 if __name__ == "__main__":
