@@ -78,7 +78,7 @@ def train_rate(device: str, precision: str, n_points: int, batch: int, warmup: i
     """Training patterns per second on the stream made on ``device``, after ``warmup`` untimed steps."""
     grid = ps.Grid(n_points=n_points, fwhm=0.1)
     config = StreamConfig(steps=warmup + steps, batch_size=batch, precision=precision)
-    model = ex.build(config.model, config.kind, seed=0, **dict(config.model_options))
+    model = config.build()
     stream = CrystalStream(grid.simulator(device), config.kind, seed=0, batch_size=batch)
     fit_stream(model, stream, dataclasses.replace(config, steps=warmup), device=device, workers=0, progress=False)
     _sync(device)

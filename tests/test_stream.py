@@ -14,7 +14,7 @@ from xtal_utils.datasets import CrystalStream
 from xtal_utils.diffraction import PowderSimulator, laue
 from xtal_utils.models import ResNet1d
 from xtal_utils.symmetry import crystal_system, extinction_groups
-from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
+from xtal_utils.train import StreamConfig, fit_stream, load_checkpoint, recalibrate_batchnorm
 
 
 def test_sample_crystals_is_a_function_of_its_arguments():
@@ -421,10 +421,4 @@ def test_the_stream_command_trains_under_torchrun(tmp_path):
     out = _torchrun("-m", "xtal_utils.train", "--stream", "--steps", "2", "--batch-size", "8", "--n-points", "256",
                     "--workers", "0", "--out", tmp_path / "run.pt")
     assert "trained 2 steps of 8" in out.stdout
-    assert load_checkpoint_step(tmp_path / "run.pt") == 2
-
-
-def load_checkpoint_step(path) -> int:
-    from xtal_utils.train import load_checkpoint
-
-    return int(load_checkpoint(path)["step"])
+    assert load_checkpoint(tmp_path / "run.pt")["step"] == 2

@@ -15,6 +15,7 @@ The notebooks stay thin by calling these recipes (the crystal sets and grids are
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,14 +26,14 @@ from xtal_utils import attribution, crystals, evaluate
 from xtal_utils.config import atomic_path, cache_dir, cache_key, default_device
 from xtal_utils.datasets import PatternSource, SimulatedSource
 from xtal_utils.diffraction import SIMULATOR_VERSION, Augmentation
-from xtal_utils.models import LOG_FLOOR, MODELS, ResNet1dConfig, build_model, model_spec, n_parameters
+from xtal_utils.models import LOG_FLOOR, ResNet1dConfig, build_model, model_spec, n_parameters
 from xtal_utils.paths import DATA
 from xtal_utils.pattern_sets import (REALISTIC, RRUFF_WAVELENGTH, SIMULATE_CHUNK, CrystalSet, Grid,
                                      amcsd_set, augmentation_key, augmented_patterns, balanced_set,
                                      index_digest)
 from xtal_utils.patterns import resample
-from xtal_utils.symmetry import crystal_family, extinction_group, n_classes
-from xtal_utils.train import (StreamConfig, TrainConfig, fit_stream, load_checkpoint, predict,
+from xtal_utils.symmetry import crystal_family, extinction_group
+from xtal_utils.train import (StreamConfig, TrainConfig, build, fit_stream, load_checkpoint, predict,
                               recalibrate_batchnorm, train_cached)
 
 
@@ -104,13 +105,6 @@ class Trained:
     scores: dict  # test name -> {'extinction_group_top1': ..., ...}
     probabilities: dict  # test name -> (n, n_classes)
     n_train: int
-
-
-def build(model: str, kind: str, *, seed: int, **options) -> torch.nn.Module:
-    """A fresh model of class ``model`` ('ResNet1d' or 'Transformer1d') with one output per class, its
-    initial weights drawn after ``torch.manual_seed(seed)``: a run never depends on what ran before it."""
-    torch.manual_seed(seed)
-    return MODELS[model](n_classes(kind), **options)
 
 
 def train_and_score(train, validation, tests: dict, *, kind: str, data_key: dict,
@@ -202,6 +196,7 @@ def _generator_set(name: str, grid: Grid, n: int, seed: int) -> TestSet:
     return TestSet(name, patterns, batch.space_group.astype(int))
 
 
+@functools.lru_cache(maxsize=2)  # the runs of a sweep share one grid: simulate its validation set once
 def validation_set(grid: Grid, n: int = VALIDATION_CRYSTALS) -> TestSet:
     """Held-out crystals of the stream's generator (seed :data:`VALIDATION_SEED`, which no training stream
     and no test set uses), clean patterns on ``grid``: what a stream model's learning curve and early
@@ -326,7 +321,7 @@ def _fit_on_stream(config: StreamConfig, grid: Grid, structures, folder, *, reca
     """Build the model of ``config``, train (or resume) it on its stream with ``folder/checkpoint.pt``, and
     re-estimate its BatchNorm statistics on ``recalibration_batches`` batches of another seed of the same
     distribution (the same pool or database). Returns the model in eval mode and ``fit_stream``'s state."""
-    model = build(config.model, config.kind, seed=config.seed, **dict(config.model_options))
+    model = config.build()
     state = fit_stream(model, config.stream(grid.simulator("cpu"), config.seed, database=structures), config,
                        checkpoint=folder / "checkpoint.pt", checkpoint_every=min(500, config.steps),
                        evaluate=evaluate_fn, eval_every=eval_every, progress=progress, device=device)

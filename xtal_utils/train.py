@@ -72,6 +72,13 @@ def _optimizer(model: nn.Module, config) -> torch.optim.AdamW:
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
+def build(model: str, kind: str, *, seed: int, **options) -> nn.Module:
+    """A fresh model of class ``model`` ('ResNet1d' or 'Transformer1d') with one output per class, its
+    initial weights drawn after ``torch.manual_seed(seed)``: a run never depends on what ran before it."""
+    torch.manual_seed(seed)
+    return MODELS[model](n_classes(kind), **options)
+
+
 def _cpu_flags() -> set[str]:
     """The instruction-set flags of this machine's CPU (Linux's /proc/cpuinfo); empty where unreadable."""
     try:
@@ -112,11 +119,10 @@ def autocast_device(precision: str, device) -> str | None:
     return kind
 
 
-def _step(net: nn.Module, x, y, loss_fn, optimizer, autocast: str | bool | None) -> torch.Tensor:
+def _step(net: nn.Module, x, y, loss_fn, optimizer, autocast: str | None) -> torch.Tensor:
     """One optimiser step on the batch ``(x, y)``: the loss (under bfloat16 autocast on the device type
-    ``autocast``, or on CUDA when it is True), its gradients, and the update; returns the loss."""
-    kind = "cuda" if autocast is True else autocast
-    with torch.autocast(kind or "cpu", dtype=torch.bfloat16, enabled=bool(kind)):
+    ``autocast``; None: float32), its gradients, and the update; returns the loss."""
+    with torch.autocast(autocast or "cpu", dtype=torch.bfloat16, enabled=autocast is not None):
         loss = loss_fn(net(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -231,7 +237,7 @@ def fit(model: nn.Module, train_source, val_source, config: TrainConfig = TrainC
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not config.progress or rank != 0)
         for x, y in bar:
-            loss = _step(net, x, y, loss_fn, optimizer, use_amp)
+            loss = _step(net, x, y, loss_fn, optimizer, "cuda" if use_amp else None)
             if scheduler.last_epoch < scheduler.total_steps - 1:
                 scheduler.step()
             total_loss += loss.item() * len(y)
@@ -267,7 +273,7 @@ def train_cached(model: nn.Module, train_source, val_source, config: TrainConfig
     The checkpoint lives in ``data/cache/models/<key>/`` where the key hashes the model spec, the
     training config and ``data`` (a description of the training data precise enough to tell two data
     sets apart, e.g. their own cache keys). An interrupted run resumes from its last epoch. The caller
-    draws the model's initial weights from ``config.seed`` (:func:`xtal_utils.experiments.build`); the
+    draws the model's initial weights from ``config.seed`` (:func:`build`); the
     key's ``init`` marks this, so that models cached before it are trained again.
 
     Returns:
@@ -325,6 +331,11 @@ class StreamConfig:
     @property
     def patterns_seen(self) -> int:
         return self.steps * self.batch_size
+
+    def build(self) -> nn.Module:
+        """A fresh model of this config's class, targets and options, its initial weights from ``seed``
+        (:func:`build`)."""
+        return build(self.model, self.kind, seed=self.seed, **dict(self.model_options))
 
     @property
     def distinct_crystals(self) -> int:
@@ -583,8 +594,7 @@ def _stream_main(args, device) -> None:
     config = StreamConfig(kind=args.kind, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, model=args.model, precision=args.precision)
     grid = Grid(n_points=args.n_points, fwhm=0.1)  # the study's clean patterns, 5 to 90 degrees
-    torch.manual_seed(args.seed)
-    model = MODELS[args.model](n_classes(args.kind), **dict(config.model_options))
+    model = config.build()
     stream = config.stream(grid.simulator(device or "cpu"), args.seed)
     state = fit_stream(model, stream, config, checkpoint=args.out, workers=args.workers, device=device)
     if _distributed()[0] == 0:
