@@ -164,6 +164,7 @@ def test_05_scaling():
     pools = sorted(smoke["scaling_crystals"])
     assert m["crystals"] == pools and m["pools"] == len(pools)
     assert (m["short_steps"], m["long_steps"]) == (smoke["sweep_steps"], smoke["scaling_max_steps"])
+    assert (m["pool_max_steps"], m["min_delta"]) == (smoke["scaling_pool_max_steps"], smoke["scaling_min_delta"])
     for short in ("resnet", "transformer"):
         for k in (1, 5):
             for run in ("short", "long"):
@@ -173,8 +174,8 @@ def test_05_scaling():
         steps_run, best = m[f"{short}_steps_run_by_crystals"], m[f"{short}_best_step_by_crystals"]
         for n in map(str, pools):
             # a run ends at the cap or after `patience` evaluations past its best; it returns its best weights
-            assert best[n] <= steps_run[n] <= smoke["scaling_max_steps"]
-            assert steps_run[n] == smoke["scaling_max_steps"] or (
+            assert best[n] <= steps_run[n] <= smoke["scaling_pool_max_steps"]
+            assert steps_run[n] == smoke["scaling_pool_max_steps"] or (
                 steps_run[n] - best[n] == smoke["scaling_patience"] * smoke["scaling_eval_every"])
         top1 = m[f"{short}_top1_by_crystals"]
         assert m[f"{short}_data_gain_top1"] == pytest.approx(top1[str(pools[-1])] - top1[str(pools[-2])])

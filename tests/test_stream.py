@@ -195,6 +195,17 @@ def test_early_stopping_returns_to_the_best_weights_and_resumes(tmp_path):
         assert torch.equal(value, again.state_dict()[key]), key
 
 
+def test_early_stopping_counts_only_rises_above_min_delta():
+    # rises of 0.01 are no rise at min_delta 0.02: the best stays at the first evaluation (step 2), and the
+    # patience of 2 runs out at step 6; at min_delta 0 every rise counts and the run goes on to its end
+    values = [0.10, 0.11, 0.12, 0.13, 0.14]
+    options = dict(checkpoint_every=2, workers=0, progress=False)
+    for min_delta, expected in ((0.02, (6, 2, True)), (0.0, (10, 10, False))):
+        config = StreamConfig(steps=10, batch_size=8, eval_every=2, patience=2, min_delta=min_delta)
+        state = fit_stream(_model(), _stream(), config, evaluate=_scripted(values)[0], **options)
+        assert (state["step"], state["best_step"], state["stopped"]) == expected, min_delta
+
+
 def test_early_stopping_needs_evaluations():
     with pytest.raises(ValueError, match="early stopping"):
         fit_stream(_model(), _stream(), StreamConfig(steps=4, batch_size=8, patience=2), workers=0,

@@ -327,6 +327,7 @@ class StreamConfig:
     eval_every: int = 0  # steps between evaluations on held-out crystals (a learning curve); 0: none
     patience: int = 0  # early stopping: evaluations without a higher held-out top-1 before training stops
     #                    and returns to its best weights; 0 runs every step
+    min_delta: float = 0.0  # early stopping: a top-1 is higher only when it exceeds the best by more than this
 
     @property
     def patterns_seen(self) -> int:
@@ -413,8 +414,9 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
         evaluate: optional ``evaluate(model, step) -> dict`` called every ``eval_every`` steps (None:
             ``config.eval_every``; 0: only at the end) and at the end, on the training model in eval mode
             (see :func:`recalibrate_batchnorm`); its rows go into the returned ``curve``. With ``config.patience``, its ``"top1"`` decides early
-            stopping: training stops after ``config.patience`` evaluations without a higher value, and the
-            model returns to the weights of its best evaluation (the first, on ties).
+            stopping: training stops after ``config.patience`` evaluations without a value higher than the
+            best by more than ``config.min_delta``, and the model returns to the weights of its best
+            evaluation (the first, on ties).
         stop_after: stop (as if interrupted) once this many steps have been taken in this call.
         workers: background processes making batches on the CPU; 0 makes them in this process (as on a GPU).
         threads: torch threads of the training process; None leaves torch's choice.
@@ -467,7 +469,7 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
                    "seconds": state["seconds"], **evaluate(model, state["step"])}
             state["curve"].append(row)
             best = state["best"]
-            if config.patience and (best is None or row["top1"] > best["top1"]):
+            if config.patience and (best is None or row["top1"] > best["top1"] + config.min_delta):
                 state["best"] = {"step": state["step"], "top1": row["top1"],
                                  "weights": copy.deepcopy(model.state_dict())}
             elif config.patience:
