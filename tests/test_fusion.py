@@ -118,3 +118,26 @@ def test_answers_use_the_classifiers_fitted_fusion_with_or_without_the_family_sh
     np.testing.assert_allclose(off.final, expected_off, rtol=1e-6)
     assert identify.answers(plain, inputs, None, library=None)[0].final.tolist() == on.model.tolist()
     assert symmetry.n_classes("extinction_group") == len(on.final)
+
+
+def test_default_novel_answer_keeps_the_models_order_and_states_how_often_each_place_is_right():
+    """A model whose ranking is worth the same whatever it states (the true group is its r-th choice with a
+    probability that falls with r, from 0.2 to 0.95 stated for its first): the default fusion of a pattern
+    without a twin keeps the model's ranking and states for every pattern the same, calibrated probability of
+    its first choice, however sure the model says it is."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    model = rng.dirichlet(np.full(99, 0.2), n) ** rng.uniform(1, 4, (n, 1))  # some sharp, some flat
+    model /= model.sum(axis=1, keepdims=True)
+    order = (-model).argsort(axis=1, kind="stable")
+    place = 1.0 / (1 + np.arange(99)) ** 1.3
+    truth = order[np.arange(n), rng.choice(99, n, p=place / place.sum())] + 1
+    values, known = fusion.features(model), np.zeros(n, bool)
+    assert np.ptp(model.max(axis=1)) > 0.5
+    (answer,) = fusion.cross_validated(lambda rows: values, known, truth, draws=1)
+    np.testing.assert_array_equal(answer.argmax(axis=1), order[:, 0])
+    assert np.ptp(answer.max(axis=1)) < 0.03  # one statement per fold
+    right = truth - 1 == order[:, 0]
+    assert answer.max(axis=1).mean() == pytest.approx(right.mean(), abs=0.03)
+    assert evaluate.expected_calibration_error(answer, truth) < 0.03
+    assert evaluate.expected_calibration_error(model, truth) > 0.1

@@ -15,8 +15,11 @@ For a pattern and each extinction group g, seven features (:data:`FEATURES`):
 - ``match``: log of g's score among the nearest entries in the linear view, plus 0.001.
 
 The rank features let the fusion follow the model's order without taking over how sure the model says it
-is: on measured patterns without a twin, the model's stated probability of its first choice says little
-about how often that choice is right (notebook 08), so a weight on it alone makes the answer overconfident.
+is. On measured patterns without a twin, the model's stated probability of its first choice says little
+about how often that choice is right (notebook 08): a fusion that weighs it states more or less than it
+knows pattern by pattern, and its cross-validated calibration error is about twice what a calibrated answer
+shows by chance. So by default such a pattern's weights use the rank features alone, and its final
+probabilities are how often the model's first, second, ... choice is right on measured patterns without a twin.
 
 The final probabilities are ``softmax(features @ weights)`` over the 99 groups: a conditional logit, with one
 set of weights for patterns with a **twin** in the database (:func:`twins`: the nearest entry's cosine
@@ -41,11 +44,11 @@ MIN_MATCHED_PEAKS = 4  # peaks of the pattern that a twin must explain (Library.
 MIN_MATCHED_SHARE = 0.5  # and the share of the pattern's peaks: random crystals' false twins explain about 0.3
 L2 = 1e-3  # ridge on the weights: keeps a fit on few patterns finite
 _MODEL = ("model", "model_rank", "model_top3")
-# The features each subset's weights use. By default a pattern without a twin gets the model's answer,
-# calibrated: AMCSD's nearest structure types and the family shift help on minerals like RRUFF's and cost
-# other samples (synthetic compounds, textured pellets) top-5 (benchmarks/robustness.py), so only the
-# mineral prior (xtal-classify --mineral-prior) adds them.
-DEFAULT = {"novel": _MODEL, "known": (*_MODEL, "shortlist", "shortlist_soft", "match")}
+# The features each subset's weights use. By default a pattern without a twin gets the model's ranking, with
+# the rate at which each of its places is right. AMCSD's nearest structure types and the family shift help
+# on minerals like RRUFF's and cost other samples (synthetic compounds, textured pellets) top-5
+# (benchmarks/robustness.py), so only the mineral prior (xtal-classify --mineral-prior) adds them.
+DEFAULT = {"novel": ("model_rank", "model_top3"), "known": (*_MODEL, "shortlist", "shortlist_soft", "match")}
 MINERAL = {"novel": FEATURES, "known": FEATURES}
 
 

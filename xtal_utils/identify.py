@@ -310,7 +310,9 @@ def format_text(item: dict, classifier: Classifier | Ensemble, args: argparse.Na
             lines.append(f"answer: no twin in the database ({evidence}): probably a structure the database lacks. "
                          + ("The final ranking is the model's, re-ranked by the groups of the nearest structure types."
                             if item["family_shift"] else
-                            "The final ranking is the model's, its probabilities calibrated on measured patterns."))
+                            "The final ranking is the model's; each place's probability is how often the model's "
+                            "choice at that place is right on measured patterns without a twin, however sure it "
+                            "says it is."))
         if item["family_shift"]:
             lines.append("--mineral-prior: the final answer weighs crystal families as among measured minerals "
                          "(RRUFF's) and AMCSD's nearest structure types; leave it out for synthetic compounds, "
