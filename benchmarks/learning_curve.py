@@ -41,6 +41,8 @@ def model_options(args) -> tuple:
     """The (name, value) options of the model class ``args.model``."""
     if args.model == "ResNet1d":
         options = {"widths": tuple(args.widths), "blocks": tuple(args.blocks), "intensity": args.intensity}
+        if args.norm != "batch":
+            options["norm"] = args.norm
         if args.log_d:
             options["log_d"] = (args.two_theta_min, args.two_theta_max)
         return tuple(options.items())
@@ -67,7 +69,7 @@ def run(args) -> dict:
                           weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed,
                           model=args.model, model_options=model_options(args), augmentation=augmentation,
                           crystals=(("max_atoms", args.max_atoms), ("min_distance", args.min_distance)),
-                          precision=getattr(args, "precision", "auto"))
+                          precision=getattr(args, "precision", "auto"), ema=args.ema)
     stream = config.stream(grid.simulator("cpu"), args.seed)
     calibration = config.stream(grid.simulator("cpu"), args.seed + 10**6)
     model = MODELS[args.model](n_classes(kind), **dict(config.model_options))
@@ -203,7 +205,8 @@ def plot(tags=None) -> Path:
     return out
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """This script's options (``benchmarks/levers.py`` starts from their defaults)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tag", default="resnet")
     parser.add_argument("--model", default="ResNet1d", choices=["ResNet1d", "Transformer1d"])
@@ -223,6 +226,9 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--log-d", action="store_true", help="resample onto a ln d axis inside the model")
+    parser.add_argument("--norm", default="batch", choices=["batch", "group"], help="ResNet1d's normalisation")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="decay of a moving average of the weights, evaluated and saved in their place")
     parser.add_argument("--intensity", default="linear", choices=["linear", "sqrt", "log"],
                         help="how the model scales intensities first")
     parser.add_argument("--augment", action="store_true", help="realism augmentations (ps.REALISTIC)")
@@ -242,7 +248,11 @@ def main() -> None:
     parser.add_argument("--plot", action="store_true", help="only draw the figure of the saved runs")
     parser.add_argument("--card", type=Path, default=None,
                         help="only write the model card of --tag's saved model to this path")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     if args.plot:
         print(plot())
         return

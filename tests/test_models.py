@@ -31,6 +31,16 @@ def test_two_input_channels(cls):
     assert cls(99, in_channels=2).eval()(x).shape == (3, 99)
 
 
+def test_group_norm_resnet_does_not_depend_on_the_batch():
+    model = ResNet1d(99, norm="group", widths=(8, 16), blocks=(1, 1)).train()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    x = torch.rand(4, 1, 1024)
+    torch.testing.assert_close(model(x)[:1], model(x[:1]))  # in training mode too
+    assert build_model(model_spec(model)).config.norm == "group"
+    with pytest.raises(ValueError, match="norm"):
+        ResNet1d(99, norm="layer")
+
+
 def _toy_patterns(n_per_class: int, space_groups, n_points=512, seed=0):
     """Distinct synthetic 'patterns': one Gaussian peak per class at a class-specific position."""
     rng = np.random.default_rng(seed)

@@ -206,6 +206,22 @@ def test_early_stopping_counts_only_rises_above_min_delta():
         assert (state["step"], state["best_step"], state["stopped"]) == expected, min_delta
 
 
+def test_moving_average_of_the_weights_is_returned_and_resumes(tmp_path):
+    config = StreamConfig(steps=8, batch_size=8, lr=1e-2, ema=0.9)
+    options = dict(checkpoint_every=2, workers=0, progress=False)
+    plain, averaged = _model(), _model()
+    fit_stream(plain, _stream(), dataclasses.replace(config, ema=0.0), **options)
+    fit_stream(averaged, _stream(), config, **options)
+    weights = [k for k, v in plain.state_dict().items() if v.is_floating_point() and "running" not in k]
+    assert any(not torch.allclose(plain.state_dict()[k], averaged.state_dict()[k]) for k in weights)
+    # interrupted after 3 steps and resumed: the same average
+    fit_stream(_model(), _stream(), config, checkpoint=tmp_path / "ck.pt", stop_after=3, **options)
+    again = _model()
+    fit_stream(again, _stream(), config, checkpoint=tmp_path / "ck.pt", **options)
+    for key, value in averaged.state_dict().items():
+        assert torch.allclose(value, again.state_dict()[key]), key
+
+
 def test_early_stopping_needs_evaluations():
     with pytest.raises(ValueError, match="early stopping"):
         fit_stream(_model(), _stream(), StreamConfig(steps=4, batch_size=8, patience=2), workers=0,

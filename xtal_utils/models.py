@@ -33,6 +33,7 @@ class ResNet1dConfig:
     log_d: tuple[float, float] | None = None  # (first, last) 2-theta of the input grid, degrees: resample the
     #                                          pattern onto a grid uniform in ln d first (see LogDAxis)
     intensity: str = "linear"  # 'linear', 'sqrt' or 'log': how channel 0 is scaled first (see scale_intensity)
+    norm: str = "batch"  # 'batch' (BatchNorm) or 'group' (GroupNorm, which does not depend on the batch)
 
 
 @dataclass(frozen=True)
@@ -103,21 +104,35 @@ class LogDAxis(nn.Module):
         return x[..., left] * (1 - frac) + x[..., left + 1] * frac
 
 
+NORMS = ("batch", "group")
+GROUP_CHANNELS = 8  # channels per group of GroupNorm
+
+
+def norm_layer(channels: int, kind: str = "batch") -> nn.Module:
+    """BatchNorm1d, or GroupNorm with groups of GROUP_CHANNELS channels (at least one group)."""
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "group":
+        return nn.GroupNorm(max(1, channels // GROUP_CHANNELS), channels)
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
 class BasicBlock1d(nn.Module):
     """Two convolutions with a shortcut, as torchvision's BasicBlock, in 1D."""
 
-    def __init__(self, in_channels: int, channels: int, *, stride: int = 1, kernel_size: int = 5):
+    def __init__(self, in_channels: int, channels: int, *, stride: int = 1, kernel_size: int = 5,
+                 norm: str = "batch"):
         super().__init__()
         padding = kernel_size // 2
         self.conv1 = nn.Conv1d(in_channels, channels, kernel_size, stride=stride, padding=padding, bias=False)
-        self.bn1 = nn.BatchNorm1d(channels)
+        self.bn1 = norm_layer(channels, norm)
         self.conv2 = nn.Conv1d(channels, channels, kernel_size, padding=padding, bias=False)
-        self.bn2 = nn.BatchNorm1d(channels)
+        self.bn2 = norm_layer(channels, norm)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_channels != channels:
             self.downsample = nn.Sequential(
-                nn.Conv1d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm1d(channels)
+                nn.Conv1d(in_channels, channels, 1, stride=stride, bias=False), norm_layer(channels, norm)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +162,7 @@ class ResNet1d(nn.Module):
         self.axis = LogDAxis(config.log_d) if config.log_d else nn.Identity()
         self.stem = nn.Sequential(
             nn.Conv1d(in_channels, width, config.stem_kernel, stride=2, padding=config.stem_kernel // 2, bias=False),
-            nn.BatchNorm1d(width),
+            norm_layer(width, config.norm),
             nn.ReLU(inplace=True),
             nn.MaxPool1d(3, stride=2, padding=1),
         )
@@ -162,16 +177,16 @@ class ResNet1d(nn.Module):
         self._init_weights()
 
     def _make_layer(self, in_channels: int, channels: int, n_blocks: int, stride: int) -> nn.Sequential:
-        k = self.config.kernel_size
-        blocks = [BasicBlock1d(in_channels, channels, stride=stride, kernel_size=k)]
-        blocks += [BasicBlock1d(channels, channels, kernel_size=k) for _ in range(n_blocks - 1)]
+        k, norm = self.config.kernel_size, self.config.norm
+        blocks = [BasicBlock1d(in_channels, channels, stride=stride, kernel_size=k, norm=norm)]
+        blocks += [BasicBlock1d(channels, channels, kernel_size=k, norm=norm) for _ in range(n_blocks - 1)]
         return nn.Sequential(*blocks)
 
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm1d):
+            elif isinstance(m, (nn.BatchNorm1d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         for m in self.modules():  # start each residual branch near identity (torchvision's zero_init_residual)

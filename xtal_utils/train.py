@@ -328,6 +328,8 @@ class StreamConfig:
     patience: int = 0  # early stopping: evaluations without a higher held-out top-1 before training stops
     #                    and returns to its best weights; 0 runs every step
     min_delta: float = 0.0  # early stopping: a top-1 is higher only when it exceeds the best by more than this
+    ema: float = 0.0  # decay of an exponential moving average of the weights, which is evaluated and returned
+    #                   in their place; 0: none
 
     @property
     def patterns_seen(self) -> int:
@@ -389,6 +391,18 @@ def recalibrate_batchnorm(model: nn.Module, batches, n_batches: int = 16) -> nn.
     return model
 
 
+@torch.no_grad()
+def _update_average(average: dict, model: nn.Module, decay: float, step: int) -> None:
+    """One step of the moving average of ``model``'s weights (its floating-point state), with the decay
+    ramped up over the first steps as (1 + step) / (10 + step), so that the first weights do not linger."""
+    decay = min(decay, (1 + step) / (10 + step))
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            average[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
+        else:
+            average[name].copy_(value)
+
+
 def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = StreamConfig(), *,
                checkpoint: str | Path | None = None, checkpoint_every: int = 500, evaluate=None,
                eval_every: int | None = None, stop_after: int | None = None, workers: int = 1,
@@ -416,7 +430,8 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
             (see :func:`recalibrate_batchnorm`); its rows go into the returned ``curve``. With ``config.patience``, its ``"top1"`` decides early
             stopping: training stops after ``config.patience`` evaluations without a value higher than the
             best by more than ``config.min_delta``, and the model returns to the weights of its best
-            evaluation (the first, on ties).
+            evaluation (the first, on ties). With ``config.ema``, the evaluations, early stopping and the
+            returned model use the moving average of the weights.
         stop_after: stop (as if interrupted) once this many steps have been taken in this call.
         workers: background processes making batches on the CPU; 0 makes them in this process (as on a GPU).
         threads: torch threads of the training process; None leaves torch's choice.
@@ -451,9 +466,19 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _stream_lr(config))
     state = {"step": 0, "history": [], "curve": [], "seconds": 0.0, "data_seconds": 0.0, "best": None,
-             "stopped": False}
+             "stopped": False, "average": None}
     checkpoint = Path(checkpoint) if checkpoint else None
     state = _resume(checkpoint, device, spec, model, optimizer, scheduler, state)
+    if config.ema and state["average"] is None:
+        state["average"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def averaged() -> nn.Module:
+        """The model with the moving average's weights (a copy), or the model itself without one."""
+        if not config.ema:
+            return model
+        copied = copy.deepcopy(model)
+        copied.load_state_dict(state["average"])
+        return copied
     autocast = autocast_device(config.precision, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
@@ -465,13 +490,14 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
     def run_evaluation():
         if evaluate is not None:
             model.eval()
+            scored = averaged().eval()
             row = {"step": state["step"], "patterns": state["step"] * stream.batch_size,
-                   "seconds": state["seconds"], **evaluate(model, state["step"])}
+                   "seconds": state["seconds"], **evaluate(scored, state["step"])}
             state["curve"].append(row)
             best = state["best"]
             if config.patience and (best is None or row["top1"] > best["top1"] + config.min_delta):
                 state["best"] = {"step": state["step"], "top1": row["top1"],
-                                 "weights": copy.deepcopy(model.state_dict())}
+                                 "weights": copy.deepcopy(scored.state_dict())}
             elif config.patience:
                 since = sum(r["step"] > best["step"] for r in state["curve"])
                 state["stopped"] = since >= config.patience
@@ -496,6 +522,8 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
         torch.manual_seed(int(np.random.SeedSequence([config.seed, step, 2]).generate_state(1)[0]))
         loss = _step(net, x, y, loss_fn, optimizer, autocast)
         scheduler.step()
+        if config.ema:
+            _update_average(state["average"], model, config.ema, step)
         block_loss += loss.item()
         block_n += 1
         state["step"] = step + 1
@@ -523,8 +551,10 @@ def fit_stream(model: nn.Module, stream: CrystalStream, config: StreamConfig = S
     if world_size > 1:  # no rank goes on (or resumes) before rank 0's checkpoint is written
         torch.distributed.barrier()
     model.eval()
-    out = {k: copy.deepcopy(v) for k, v in state.items() if k != "best"}
+    out = {k: copy.deepcopy(v) for k, v in state.items() if k not in ("best", "average")}
     out["best_step"] = None
+    if config.ema:
+        model.load_state_dict(state["average"])
     if state["best"] is not None:
         model.load_state_dict(state["best"]["weights"])
         out["best_step"] = state["best"]["step"]
