@@ -2,13 +2,15 @@
 
     .venv/bin/python benchmarks/levers.py                         # every lever, 7 minutes of training each
     .venv/bin/python benchmarks/levers.py --minutes 2 --only ema bf16   # the reference and two levers
+    .venv/bin/python benchmarks/levers.py --table                  # the last results as a markdown table
 
 Run it alone on the machine: every lever gets the same number of training seconds, so anything else that
 runs at the same time changes the result. For each lever, one change to the reference recipe (the study's
 balanced models: ResNet1d, log intensity, 1,024 points, label smoothing 0.1, batches of 64, peak learning
 rate 0.002, a fresh batch of random crystals at every step, one worker process making batches):
 
-1. a pilot of 60 steps measures its seconds per step (steps 20 to 60, after warm-up and the workers' start);
+1. a pilot of 300 steps on the same crystals for every lever measures its seconds per step (steps 50 to
+   300, after warm-up and the workers' start);
 2. its cosine schedule is set to as many steps as ``--minutes`` of training allow at that rate;
 3. it trains (``learning_curve.run``) and is scored at the end on the held-out fresh crystals (1,980) and
    PyXtal ``from_random`` crystals (990), BatchNorm statistics re-estimated on 16 batches.
@@ -50,7 +52,7 @@ LEVERS = {  # name -> (short name, the options that change, on top of REFERENCE)
     "bf16 autocast": ("bf16", ["--precision", "bf16"]),
 }
 TESTS = ("fresh", "from_random")
-PILOT_STEPS, PILOT_FROM = 60, 20
+PILOT_STEPS, PILOT_FROM = 300, 50
 
 
 def seconds_per_step(args) -> float:
@@ -74,13 +76,38 @@ def seconds_per_step(args) -> float:
     return (at[PILOT_STEPS] - at[PILOT_FROM]) / (PILOT_STEPS - PILOT_FROM)
 
 
+def table(result: dict) -> str:
+    """The levers of a ``levers.json`` as a markdown table: patterns per second and seen, the minutes the
+    training took, EG top-1 / top-5 on each test set, and top-1 minus the reference's (binomial s.e.)."""
+    reference = result["levers"]["reference"]
+    lines = ["| lever | patterns/s | patterns seen | minutes | fresh top-1 / top-5 | from_random top-1 / top-5 |",
+             "|---|---|---|---|---|---|"]
+    for name, row in result["levers"].items():
+        if "skipped" in row:
+            lines.append(f"| {name} | skipped: {row['skipped']} | | | | |")
+            continue
+        cells = []
+        for t, n in (("fresh", 1980), ("from_random", 990)):
+            p, q = row[f"{t}_top1"] / 100, reference[f"{t}_top1"] / 100
+            se = 100 * np.sqrt((p * (1 - p) + q * (1 - q)) / n)
+            diff = "" if name == "reference" else f" ({row[f'{t}_top1'] - reference[f'{t}_top1']:+.1f} ± {se:.1f})"
+            cells.append(f"{row[f'{t}_top1']:.1f} / {row[f'{t}_top5']:.1f}{diff}")
+        lines.append(f"| {name} | {row['patterns'] / row['train_seconds']:,.0f} | {row['patterns']:,} | "
+                     f"{row['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=7.0, help="training minutes of every lever (default: 7)")
     parser.add_argument("--only", nargs="+", default=None, choices=[short for short, _ in LEVERS.values()],
                         help="these levers (short names), beside the reference")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--table", action="store_true", help="only print levers.json as a markdown table")
     options = parser.parse_args()
+    if options.table:
+        print(table(json.loads((RESULTS / "levers.json").read_text())))
+        return
     names = [n for n, (short, _) in LEVERS.items() if options.only is None or short in {"reference", *options.only}]
     out = {"provenance": provenance(sys.argv), "minutes": options.minutes, "reference": REFERENCE, "levers": {}}
     for name in names:
