@@ -76,6 +76,11 @@ def seconds_per_step(args) -> float:
     return (at[PILOT_STEPS] - at[PILOT_FROM]) / (PILOT_STEPS - PILOT_FROM)
 
 
+def suffix(seed: int) -> str:
+    """Seed 0 writes levers.json; another seed levers_seed<seed>.json (and the runs' files likewise)."""
+    return f"_seed{seed}" if seed else ""
+
+
 def table(result: dict) -> str:
     """The levers of a ``levers.json`` as a markdown table: patterns per second and seen, the minutes the
     training took, EG top-1 / top-5 on each test set, and top-1 minus the reference's (binomial s.e.)."""
@@ -102,18 +107,19 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=7.0, help="training minutes of every lever (default: 7)")
     parser.add_argument("--only", nargs="+", default=None, choices=[short for short, _ in LEVERS.values()],
                         help="these levers (short names), beside the reference")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the runs' crystals and weights; not 0: results go to levers_seed<seed>.json")
     parser.add_argument("--table", action="store_true", help="only print levers.json as a markdown table")
     options = parser.parse_args()
     if options.table:
-        print(table(json.loads((RESULTS / "levers.json").read_text())))
+        print(table(json.loads((RESULTS / f"levers{suffix(options.seed)}.json").read_text())))
         return
     names = [n for n, (short, _) in LEVERS.items() if options.only is None or short in {"reference", *options.only}]
     out = {"provenance": provenance(sys.argv), "minutes": options.minutes, "reference": REFERENCE, "levers": {}}
     for name in names:
         short, change = LEVERS[name]
         args = learning_curve.arguments().parse_args(
-            [*REFERENCE, *change, "--tag", f"lever_time_{short}", "--eval-every", "0", "--quiet", "--seed", str(options.seed)])
+            [*REFERENCE, *change, "--tag", f"lever_time_{short}{suffix(options.seed)}", "--eval-every", "0", "--quiet", "--seed", str(options.seed)])
         if args.precision == "bf16" and not train.bf16_supported("cpu"):
             print(f"{name}: skipped, this processor has no bfloat16 instructions", flush=True)
             out["levers"][name] = {"skipped": "no bfloat16 instructions on this processor"}
@@ -130,7 +136,7 @@ def main() -> None:
                                "parameters": result["parameters"],
                                **{f"{t}_top{k}": last[f"{t}_eg_top{k}"] for t in TESTS for k in (1, 5)}}
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "levers.json").write_text(json.dumps(out, indent=1) + "\n")  # after every lever
+        (RESULTS / f"levers{suffix(options.seed)}.json").write_text(json.dumps(out, indent=1) + "\n")  # after each
     reference = out["levers"]["reference"]
     print(f"\nEG top-1 / top-5 (%) after {options.minutes:g} minutes of training each; difference in top-1 from "
           "the reference (binomial s.e.):")
