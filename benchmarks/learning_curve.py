@@ -49,27 +49,42 @@ def model_options(args) -> tuple:
     return ("d_model", args.d_model), ("depth", args.depth), ("intensity", args.intensity)
 
 
+def grid_of(args):
+    """The patterns' grid of ``args``."""
+    from xtal_utils import pattern_sets as ps
+
+    return ps.Grid(n_points=args.n_points, fwhm=args.fwhm, two_theta_min=args.two_theta_min,
+                   two_theta_max=args.two_theta_max)
+
+
+def stream_config(args):
+    """The :class:`~xtal_utils.train.StreamConfig` of ``args`` (``benchmarks/levers.py`` times its pilot)."""
+    from xtal_utils import pattern_sets as ps
+    from xtal_utils.train import StreamConfig
+
+    return StreamConfig(kind=args.kind, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed,
+                        model=args.model, model_options=model_options(args),
+                        augmentation=ps.REALISTIC if args.augment else None,
+                        crystals=(("max_atoms", args.max_atoms), ("min_distance", args.min_distance)),
+                        precision=getattr(args, "precision", "auto"), ema=args.ema)
+
+
 def run(args) -> dict:
-    from xtal_utils import evaluate, experiments, pattern_sets as ps
+    from xtal_utils import evaluate, experiments
     from xtal_utils.models import MODELS, n_parameters
     from xtal_utils.symmetry import n_classes
-    from xtal_utils.train import StreamConfig, fit_stream, recalibrate_batchnorm
+    from xtal_utils.train import fit_stream, recalibrate_batchnorm
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    grid = ps.Grid(n_points=args.n_points, fwhm=args.fwhm, two_theta_min=args.two_theta_min,
-                            two_theta_max=args.two_theta_max)
-    augmentation = ps.REALISTIC if args.augment else None
+    grid = grid_of(args)
     kind = args.kind
     print("preparing the test sets ...", flush=True)
     tests = experiments.stream_test_sets(grid, amcsd=not args.no_amcsd, rruff=not args.no_rruff)
     print(", ".join(f"{name} {len(t.space_groups)}" for name, t in tests.items()), flush=True)
 
-    config = StreamConfig(kind=kind, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed,
-                          model=args.model, model_options=model_options(args), augmentation=augmentation,
-                          crystals=(("max_atoms", args.max_atoms), ("min_distance", args.min_distance)),
-                          precision=getattr(args, "precision", "auto"), ema=args.ema)
+    config = stream_config(args)
     stream = config.stream(grid.simulator("cpu"), args.seed)
     calibration = config.stream(grid.simulator("cpu"), args.seed + 10**6)
     model = MODELS[args.model](n_classes(kind), **dict(config.model_options))

@@ -25,9 +25,9 @@ about 1.5 points at 990 crystals, so a lever is kept only for a gain above both)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,21 +57,10 @@ PILOT_STEPS, PILOT_FROM = 300, 50
 
 def seconds_per_step(args) -> float:
     """Training seconds per step of ``args``' recipe, from steps PILOT_FROM to PILOT_STEPS of a pilot run."""
-    from xtal_utils import pattern_sets as ps
-    from xtal_utils.models import MODELS
-    from xtal_utils.symmetry import n_classes
-    from xtal_utils.train import StreamConfig
-
-    grid = ps.Grid(n_points=args.n_points, fwhm=args.fwhm)
-    config = StreamConfig(steps=PILOT_STEPS, batch_size=args.batch_size, lr=args.lr, label_smoothing=args.label_smoothing,
-                          model=args.model, model_options=learning_curve.model_options(args), seed=args.seed,
-                          crystals=(("max_atoms", args.max_atoms), ("min_distance", args.min_distance)),
-                          precision=args.precision, ema=args.ema)
-    model = MODELS[args.model](n_classes(config.kind), **dict(config.model_options))
-    with tempfile.TemporaryDirectory() as folder:  # the pilot's checkpoints are thrown away
-        state = train.fit_stream(model, config.stream(grid.simulator("cpu"), args.seed + 3 * 10**6), config,
-                                 checkpoint=Path(folder) / "pilot.pt", checkpoint_every=PILOT_FROM,
-                                 workers=args.workers, progress=False)
+    config = dataclasses.replace(learning_curve.stream_config(args), steps=PILOT_STEPS)
+    state = train.fit_stream(config.build(), config.stream(learning_curve.grid_of(args).simulator("cpu"),
+                                                          args.seed + 3 * 10**6), config,
+                             checkpoint_every=PILOT_FROM, workers=args.workers, progress=False)
     at = {row["step"]: row["seconds"] for row in state["history"]}
     return (at[PILOT_STEPS] - at[PILOT_FROM]) / (PILOT_STEPS - PILOT_FROM)
 
@@ -137,21 +126,8 @@ def main() -> None:
                                **{f"{t}_top{k}": last[f"{t}_eg_top{k}"] for t in TESTS for k in (1, 5)}}
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"levers{suffix(options.seed)}.json").write_text(json.dumps(out, indent=1) + "\n")  # after each
-    reference = out["levers"]["reference"]
-    print(f"\nEG top-1 / top-5 (%) after {options.minutes:g} minutes of training each; difference in top-1 from "
-          "the reference (binomial s.e.):")
-    for name, row in out["levers"].items():
-        if "skipped" in row:
-            print(f"  {name:40s} skipped: {row['skipped']}")
-            continue
-        cells = []
-        for t, n in (("fresh", 1980), ("from_random", 990)):
-            p, q = row[f"{t}_top1"] / 100, reference[f"{t}_top1"] / 100
-            se = 100 * np.sqrt((p * (1 - p) + q * (1 - q)) / n)
-            cells.append(f"{t} {row[f'{t}_top1']:.1f} / {row[f'{t}_top5']:.1f} ({row[f'{t}_top1'] - reference[f'{t}_top1']:+.1f} "
-                         f"± {se:.1f})")
-        print(f"  {name:40s} {row['patterns']:>9,} patterns, {row['train_seconds'] / 60:4.1f} min   " + "   ".join(cells))
-
+    print(f"\nEG top-1 / top-5 (%) after {options.minutes:g} minutes of training each; in brackets top-1 minus the "
+          "reference's (binomial s.e.):\n" + table(out))
 
 if __name__ == "__main__":
     main()
